@@ -1,0 +1,171 @@
+"""The one module that knows NumPy from CuPy.
+
+Everything else in tinygan asks this module for an array module (``xp``) and
+uses only functions that NumPy and CuPy both have, with the same meaning.
+
+* ``use("numpy" | "cupy" | "strict")`` chooses where new arrays are created.
+  ``"strict"`` is NumPy behind device-like arrays that refuse silent
+  conversion to host memory, as CuPy's do; tests run whole training steps on it
+  so a hidden device-to-host round trip fails on a CPU-only machine.
+* ``get_array_module(*arrays)`` gives the module of existing arrays; ops take
+  their module from their inputs, never from global state.
+* ``to_host`` / ``to_device`` are the only doors between host and device.
+* Random numbers come from one NumPy ``Generator`` on the host and are moved to
+  the device. A seed then means the same numbers on every backend, and the
+  generator's state can be checkpointed exactly. The arrays drawn per step are
+  small (noise vectors, dropout masks), so the transfer is cheap.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _strict
+
+BACKENDS = ("numpy", "cupy", "strict")
+DEFAULT_DTYPE = np.float32
+
+_CUPY_HINT = ("install the CUDA extra that matches your driver: "
+              "pip install 'tinygan[cuda12]' (CUDA 12) or 'tinygan[cuda13]' (CUDA 13)")
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that cannot work here, or two backends were mixed."""
+
+
+_name = "numpy"
+_xp = np
+_rng = np.random.default_rng(0)
+
+
+def _load_cupy():
+    try:
+        import cupy
+    except ImportError as e:
+        raise BackendError(f"backend 'cupy' needs the cupy package, which is not installed ({e}); "
+                           f"{_CUPY_HINT}") from None
+    try:
+        cupy.zeros(1)  # importing works without a GPU; creating an array does not
+        cupy.cuda.Device(0).synchronize()
+    except Exception as e:  # CUDARuntimeError and friends have no common public base
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BackendError(f"backend 'cupy' is installed but no usable NVIDIA GPU answers ({first}); "
+                           f"use --backend numpy, or check the driver and {_CUPY_HINT}") from None
+    return cupy
+
+
+def use(name: str):
+    """Choose the backend on which new arrays are created: 'numpy', 'cupy' or 'strict'."""
+    global _name, _xp
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    _xp = {"numpy": lambda: np, "cupy": _load_cupy, "strict": lambda: _strict.module}[name]()
+    _name = name
+    return _xp
+
+
+def current() -> str:
+    """Name of the backend new arrays are created on."""
+    return _name
+
+
+def xp():
+    """Array module of the current backend (numpy, cupy, or the strict emulation)."""
+    return _xp
+
+
+def _module_of(a):
+    if isinstance(a, np.ndarray) or isinstance(a, np.generic):
+        return np
+    if isinstance(a, _strict.StrictArray):
+        return _strict.module
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return None
+
+
+def get_array_module(*arrays):
+    """Array module shared by ``arrays`` (Python scalars are ignored).
+
+    Mixing arrays of two backends is an error: it would otherwise become a
+    silent copy or a confusing TypeError deep inside an op.
+    """
+    found = None
+    for a in arrays:
+        m = _module_of(a)
+        if m is None:
+            continue
+        if found is not None and m is not found:
+            raise BackendError(f"arrays from two backends in one op: {_label(found)} and {_label(m)}; "
+                               "move them with tinygan.backend.to_device() first")
+        found = m
+    return found if found is not None else _xp
+
+
+def _label(m):
+    return "strict" if m is _strict.module else m.__name__
+
+
+def is_host(a) -> bool:
+    """True for host data: NumPy arrays and scalars, Python numbers and lists."""
+    return _module_of(a) in (None, np)
+
+
+def to_host(a) -> np.ndarray:
+    """Copy an array to host memory as a NumPy array: the explicit door out of the device."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return np.asarray(a)
+    if hasattr(a, "get"):  # cupy.ndarray and the strict emulation
+        return a.get()
+    return np.asarray(a)
+
+
+def to_device(a, dtype=None):
+    """Put host data (array, list, scalar) on the current backend, optionally casting."""
+    if _module_of(a) is _xp and dtype is None:
+        return a
+    host = to_host(a) if _module_of(a) not in (None, np) else np.asarray(a)
+    if dtype is not None:
+        host = host.astype(dtype, copy=False)
+    if _xp is np:
+        return host
+    return _xp.asarray(host)
+
+
+# ---- random numbers -------------------------------------------------------
+
+def seed(s: int):
+    """Reset the library's random generator (parameter init, noise, dropout)."""
+    global _rng
+    _rng = np.random.default_rng(s)
+
+
+def rng() -> np.random.Generator:
+    """The host generator behind all of tinygan's randomness."""
+    return _rng
+
+
+def rng_state() -> dict:
+    """JSON-serialisable state of the generator, for checkpoints."""
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state: dict):
+    """Restore a state from :func:`rng_state`."""
+    _rng.bit_generator.state = state
+
+
+def randn(*shape, dtype=None):
+    """Standard normal samples on the current backend."""
+    return to_device(_rng.standard_normal(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE)))
+
+
+def rand(*shape, dtype=None):
+    """Uniform samples in [0, 1) on the current backend."""
+    return to_device(_rng.random(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE)))
+
+
+def uniform(low, high, shape, dtype=None):
+    """Uniform samples in [low, high) on the current backend."""
+    dt = np.dtype(dtype or DEFAULT_DTYPE)
+    return to_device((low + (high - low) * _rng.random(shape, dtype=np.float64)).astype(dt))
