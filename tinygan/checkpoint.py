@@ -1,0 +1,398 @@
+"""The library's one checkpoint format, and its one atomic file writer.
+
+A checkpoint is a single ``.npz`` file (a ZIP archive of ``.npy`` arrays):
+
+* every array of the training state (generator and discriminator state dicts,
+  optimizer moments, ...) under its own name, e.g. ``"G/layers.0.weight"``;
+* under the reserved name ``"__meta__"``, a 1-d ``uint8`` array holding UTF-8
+  JSON text: everything that is not an array (step, epoch, the
+  ``bit_generator.state`` dicts of NumPy generators with their 128-bit
+  integers, learning-rate schedule state, the command-line configuration).
+
+Why this shape:
+
+* ``.npz`` loads with ``np.load(..., allow_pickle=False)``, so opening a
+  checkpoint never runs code from the file (pickle would). Object arrays, which
+  need pickle, are refused on saving as well as on loading.
+* JSON keeps the metadata readable by anything and exact for Python integers
+  of any size (a PCG64 state is a 128-bit integer, which no NumPy dtype holds).
+* The file is written to a temporary name in the same directory, flushed,
+  fsync'ed and then renamed over the target with :func:`os.replace`, which is
+  atomic on POSIX and Windows. A run killed in the middle of saving leaves the
+  previous checkpoint untouched instead of a truncated file.
+
+Example::
+
+    save_checkpoint("run/ckpt.npz",
+                    {"G/" + k: v for k, v in G_state.items()},
+                    {"step": 1200, "rng": rng.bit_generator.state, "config": vars(args)})
+    arrays, meta = load_checkpoint("run/ckpt.npz")
+    loaded = {k[2:]: v for k, v in arrays.items() if k.startswith("G/")}
+    check_state_matches({k: v.shape for k, v in G_state.items()}, loaded, what="generator")
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = [
+    "CheckpointError",
+    "META_KEY",
+    "atomic_write",
+    "save_checkpoint",
+    "load_checkpoint",
+    "check_state_matches",
+]
+
+#: Name of the archive entry that holds the JSON metadata.
+META_KEY = "__meta__"
+
+# First bytes of the files a user might hand us by mistake, to say what they are.
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a member, or an empty archive
+_NPY_MAGIC = b"\x93NUMPY"
+_PICKLE_MAGIC = b"\x80"  # pickles of protocol 2 and later
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be written, read, or does not fit the model it is loaded into."""
+
+
+# --------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Open a binary file that appears at ``path`` only once it is completely written.
+
+    Yields a file object for a temporary file in the same directory as ``path``
+    (a rename is only atomic within one file system). When the ``with`` block
+    ends normally the data is flushed, ``fsync``'ed and the temporary file is
+    renamed onto ``path`` with :func:`os.replace`; if anything raises (including
+    the rename itself, or ``KeyboardInterrupt``) the temporary file is removed
+    and an existing file at ``path`` is left exactly as it was.
+
+    The library's checkpoints, image grids and plots are all written this way::
+
+        with atomic_write("out/grid.png") as fh:
+            image.save(fh, format="PNG")
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"cannot write {path!r}: its directory {directory!r} does not exist (create it first)")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory, expected a file path")
+    # A hidden, random name: two writers of the same target never share a temp
+    # file, and a crashed writer's leftover is easy to recognise.
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    # os.open with mode 0o666 lets the process umask decide the permissions,
+    # as for any ordinary new file (tempfile.mkstemp would force 0o600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())  # data on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    # Makes the rename itself survive a power cut. Not possible on every
+    # platform (Windows cannot open a directory), where it is skipped.
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+# --------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------
+
+def _check_key(key):
+    if not isinstance(key, str):
+        raise CheckpointError(
+            f"checkpoint array names must be str, got {type(key).__name__} {key!r}")
+    if not key:
+        raise CheckpointError("checkpoint array names must be non-empty, got ''")
+    if key == META_KEY:
+        raise CheckpointError(
+            f"the array name {META_KEY!r} is reserved for the checkpoint's metadata; "
+            "put that value in `meta` or rename the array")
+    if key.endswith(".npy"):
+        # Entries are stored as "<name>.npy" and np.load strips one ".npy";
+        # a name that already ends in it can be confused with another entry.
+        raise CheckpointError(f"checkpoint array names must not end in '.npy', got {key!r}")
+    if "\x00" in key or "\\" in key:
+        # ZIP truncates names at NUL, and writers on Windows turn '\' into '/'.
+        raise CheckpointError(
+            f"checkpoint array names must not contain NUL or backslash characters, got {key!r}")
+
+
+def _host_array(value, key):
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except Exception as exc:  # e.g. CuPy refuses implicit device -> host copies
+            raise CheckpointError(
+                f"arrays[{key!r}] is a {type(value).__module__}.{type(value).__name__} that is not "
+                f"a host array ({exc}); copy it to the host first, e.g. with tinygan.backend.to_host"
+            ) from exc
+    if array.dtype.hasobject:
+        raise CheckpointError(
+            f"arrays[{key!r}] has dtype {array.dtype}, which holds Python objects and could only "
+            "be stored with pickle; checkpoints hold numeric (or string) arrays only")
+    return array
+
+
+def _jsonable(obj, where):
+    """Return ``obj`` as plain JSON types, or raise naming the offending entry.
+
+    Converted on the way: NumPy scalars -> Python numbers, ndarrays -> nested
+    lists (an MT19937 state holds one), tuples -> lists. JSON would silently
+    turn a non-string dict key into a string, so that is refused instead.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):  # includes Python ints of any size (PCG64 states)
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)  # NaN/inf are written as NaN/Infinity, which Python's json reads back
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item(), where)
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise CheckpointError(f"checkpoint meta{where} is an object array, which JSON cannot hold")
+        return obj.tolist()
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise CheckpointError(
+                    f"checkpoint meta{where} has the key {k!r} of type {type(k).__name__}; "
+                    "JSON object keys must be str (convert it with str() if that is what you want)")
+            out[k] = _jsonable(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    hint = " (pass vars(args) for an argparse.Namespace)" if type(obj).__name__ == "Namespace" else ""
+    raise CheckpointError(
+        f"checkpoint meta{where} is a {type(obj).__module__}.{type(obj).__name__}, which is not "
+        f"JSON-serialisable; expected dict, list, str, int, float, bool or None{hint}")
+
+
+def save_checkpoint(path, arrays, meta):
+    """Write a checkpoint: named host arrays plus JSON metadata, atomically, to one ``.npz``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file. It is used exactly as given (no ``.npz`` suffix is
+        added, unlike ``np.savez``); its directory must exist.
+    arrays : dict[str, numpy.ndarray]
+        The array state. Names may contain ``'/'`` and ``'.'``
+        (``"G/layers.0.weight"``) and round-trip exactly. The name
+        ``"__meta__"`` is reserved, names may not end in ``".npy"``, and arrays
+        of dtype ``object`` are refused (they would need pickle). Device
+        (CuPy) arrays must be copied to the host first.
+    meta : dict
+        JSON-serialisable metadata: str keys; values dict, list, tuple, str,
+        int (any size), float (NaN and inf allowed), bool, None, NumPy scalars
+        and small ndarrays. Tuples and ndarrays come back as lists.
+
+    Raises
+    ------
+    CheckpointError
+        If a name, an array or a meta value cannot be stored; nothing is written then.
+
+    The write goes through :func:`atomic_write`: an interrupted save never
+    damages an existing checkpoint at ``path``.
+    """
+    if not isinstance(arrays, Mapping):
+        raise TypeError(f"arrays must be a dict of name -> numpy array, got {type(arrays).__name__}")
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
+    # Validate and convert everything before touching the file system, so a bad
+    # input fails without leaving anything behind.
+    entries = []
+    for key, value in arrays.items():
+        _check_key(key)
+        entries.append((key, _host_array(value, key)))
+    meta_text = json.dumps(_jsonable(meta, ""), ensure_ascii=False, allow_nan=True)
+    entries.append((META_KEY, np.frombuffer(meta_text.encode("utf-8"), dtype=np.uint8)))
+
+    with atomic_write(path) as fh:
+        # Stored, not deflated: float weights barely compress and saving stays fast.
+        with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, array in entries:
+                # force_zip64 because the member size is not known in advance
+                # (as np.savez does); needed for members over 2 GiB.
+                with zf.open(key + ".npy", mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns ``(arrays, meta)``: a dict of name -> ``numpy.ndarray`` (without the
+    reserved ``"__meta__"`` entry) and the metadata dict decoded from JSON.
+
+    The file is opened with ``np.load(path, allow_pickle=False)``: a file that
+    would need pickle to load (object arrays, a ``torch.save`` file, a plain
+    pickle) is refused rather than executed.
+
+    Raises
+    ------
+    CheckpointError
+        If the file does not exist, is not a ``.npz`` archive, is truncated or
+        corrupt, holds pickled objects, or lacks the ``"__meta__"`` entry.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint file {path!r} does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint path {path!r} is a directory, expected a .npz file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint file {path!r}: {exc}") from exc
+    if not head.startswith(_ZIP_MAGICS):
+        if head.startswith(_NPY_MAGIC):
+            what = "a single .npy array"
+        elif head.startswith(_PICKLE_MAGIC):
+            what = ("a pickle (e.g. from pickle.dump or an old-format torch.save), "
+                    "which is never loaded for safety")
+        elif not head:
+            what = "empty"
+        else:
+            what = f"not a ZIP archive (it starts with {head!r})"
+        raise CheckpointError(f"{path!r} is not a tinygan .npz checkpoint: it is {what}")
+
+    arrays = {}
+    try:
+        # Opening the file ourselves guarantees it is closed even when the ZIP
+        # directory is unreadable (np.load(path) then leaks its handle).
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
+            for name in npz.files:
+                value = npz[name]  # reads and CRC-checks the member now, inside the try
+                if not isinstance(value, np.ndarray):
+                    raise CheckpointError(
+                        f"checkpoint {path!r}: entry {name!r} is not a NumPy .npy array")
+                arrays[name] = value
+    except CheckpointError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise CheckpointError(
+                f"checkpoint {path!r} contains object arrays, which can only be loaded with pickle; "
+                "refused for safety (pickle can run arbitrary code)") from exc
+        raise CheckpointError(f"checkpoint {path!r} is corrupt: {exc}") from exc
+    except Exception as exc:
+        # A damaged archive surfaces as zipfile.BadZipFile (bad directory or
+        # CRC), EOFError, OSError or zlib.error, depending on where it is cut.
+        raise CheckpointError(
+            f"checkpoint {path!r} is truncated or corrupt: {type(exc).__name__}: {exc}") from exc
+
+    if META_KEY not in arrays:
+        shown = sorted(arrays)[:10]
+        more = f" and {len(arrays) - 10} more" if len(arrays) > 10 else ""
+        raise CheckpointError(
+            f"{path!r} has no {META_KEY!r} entry, so it was not written by "
+            f"tinygan.checkpoint.save_checkpoint (entries found: {shown}{more})")
+    raw = arrays.pop(META_KEY)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CheckpointError(
+            f"checkpoint {path!r}: {META_KEY!r} has dtype {raw.dtype} and shape {raw.shape}, "
+            "expected a 1-d uint8 array of UTF-8 JSON text")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path!r}: {META_KEY!r} is not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"checkpoint {path!r}: {META_KEY!r} holds a JSON {type(meta).__name__}, expected an object")
+    return arrays, meta
+
+
+# --------------------------------------------------------------------------
+# Checking a loaded state against a model
+# --------------------------------------------------------------------------
+
+def _shape_str(shape):
+    return str(tuple(int(s) for s in shape))
+
+
+def check_state_matches(expected, got, what="generator",
+                        hint="was it saved with other --filters/--size?"):
+    """Check that a loaded state dict has exactly the names and shapes a model expects.
+
+    Parameters
+    ----------
+    expected : dict[str, tuple of int]
+        Name -> shape that the model needs, in the model's parameter order,
+        e.g. ``{k: v.shape for k, v in model.state_dict().items()}``.
+    got : dict[str, numpy.ndarray]
+        Name -> array found in the checkpoint (anything with ``.shape``).
+    what : str
+        What the state belongs to, used in the message ("generator",
+        "discriminator", "optimizer", ...).
+    hint : str or None
+        A likely cause appended to the message; ``None`` for no hint.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the first problem, looked for in this order: walking ``expected``
+        in its order, a missing entry or one of another shape; then an entry of
+        ``got`` that the model does not have. The number of further problems
+        is added. For example: ``checkpoint does not match the generator:
+        parameter 'layers.0.weight' has shape (64, 3, 3, 3) in the checkpoint,
+        expected (32, 3, 3, 3) — was it saved with other --filters/--size?``
+    """
+    problems = []
+    for name, shape in expected.items():
+        if name not in got:
+            problems.append(
+                f"parameter {name!r} with shape {_shape_str(shape)} is missing from the checkpoint")
+            continue
+        got_shape = tuple(int(s) for s in np.shape(got[name]))
+        if got_shape != tuple(int(s) for s in shape):
+            problems.append(
+                f"parameter {name!r} has shape {_shape_str(got_shape)} in the checkpoint, "
+                f"expected {_shape_str(shape)}")
+    for name, value in got.items():
+        if name not in expected:
+            problems.append(
+                f"the checkpoint has an unexpected entry {name!r} with shape "
+                f"{_shape_str(np.shape(value))}, which the {what} does not have")
+    if problems:
+        more = f" (and {len(problems) - 1} more mismatch{'es' if len(problems) > 2 else ''})" \
+            if len(problems) > 1 else ""
+        tail = f" — {hint}" if hint else ""
+        raise CheckpointError(f"checkpoint does not match the {what}: {problems[0]}{more}{tail}")

@@ -1,0 +1,411 @@
+"""Training logs as CSV files, and plots of their curves.
+
+* :class:`CSVLog` appends one row per logged step to a CSV file, flushing each
+  row so that the file can be read (or plotted) while training runs, and
+  continuing the same file when a run is resumed.
+* :func:`read_csv_log` reads such a file back into NumPy columns.
+* :func:`plot_curves` draws chosen columns into a PNG of stacked panels, e.g.
+  the two losses in one panel and D's mean outputs on real and fake data in
+  another: the pictures that tell whether a GAN is training.
+
+CSV was chosen over a binary format because a learner can open it in any
+editor or spreadsheet, and ``tail -f`` shows training progress.
+
+Plots use Matplotlib's object-oriented API with the Agg canvas directly
+(``matplotlib.figure.Figure`` + ``FigureCanvasAgg``), never ``pyplot``: that
+works without a display and leaves the backend and open windows of a user's
+interactive session alone.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tinygan.checkpoint import atomic_write
+
+__all__ = ["CSVLog", "read_csv_log", "plot_curves"]
+
+
+# --------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------
+
+def _check_fieldnames(fieldnames, where):
+    names = list(fieldnames)
+    if not names:
+        raise ValueError(f"{where}: fieldnames must name at least one column, got {fieldnames!r}")
+    for name in names:
+        if not isinstance(name, str) or not name or name != name.strip() or any(
+                ch in name for ch in ",\"\r\n"):
+            raise ValueError(
+                f"{where}: column names must be non-empty strings without commas, quotes, "
+                f"newlines or surrounding spaces, got {name!r}")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: duplicate column names {duplicates}")
+    return names
+
+
+def _format_value(value, column):
+    """One CSV cell: numbers only, so every column reads back as a NumPy array."""
+    if value is None:
+        return ""  # read back as NaN: a metric not computed at this step
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, np.floating):
+        return str(value)  # shortest text that round-trips at the value's own precision
+    if isinstance(value, numbers.Real):
+        return repr(float(value))  # 'nan' and 'inf' included; float() reads them back
+    if isinstance(value, np.ndarray) or hasattr(value, "item"):
+        # 0-d / size-1 arrays and device scalars: .item() is the explicit host copy.
+        size = getattr(value, "size", 1)
+        if size == 1:
+            return _format_value(value.item(), column)
+        raise ValueError(
+            f"log value for column {column!r} must be a single number, got an array of shape "
+            f"{getattr(value, 'shape', '?')}")
+    raise ValueError(
+        f"log value for column {column!r} must be a number (int, float, bool, NumPy scalar or "
+        f"None for 'not computed'), got {type(value).__name__} {value!r}")
+
+
+def _repair_torn_tail(path):
+    """Cut a last line left incomplete by a crash mid-write, so appending starts a clean row."""
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        # Walk back in blocks to the last newline.
+        pos, keep = size, 0
+        while pos > 0:
+            start = max(0, pos - 65536)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            pos = start
+        fh.truncate(keep)
+    warnings.warn(
+        f"{path}: removed an incomplete last line ({size - keep} bytes), left by an "
+        f"interrupted write, before appending", RuntimeWarning, stacklevel=3)
+
+
+def _read_header(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return next(csv.reader(fh), None)
+
+
+class CSVLog:
+    """Append-only CSV log with one row per logged training step.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file. Created (with a header line) on the first :meth:`log`
+        if it does not exist or is empty; otherwise rows are appended after
+        the existing ones, which is what a resumed run wants.
+    fieldnames : sequence of str, optional
+        The columns, in order. If omitted, they are taken from an existing
+        file's header, or else from the keys of the first logged row.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` already has a header that differs from ``fieldnames``:
+        appending rows of another layout would make the file unreadable.
+
+    Each row is flushed as soon as it is written, so the file can be read and
+    plotted while training runs. A last line cut short by a crash is removed
+    (with a warning) before appending. Note that rows logged after the last
+    checkpoint of an interrupted run stay in the file; a resumed run logs those
+    steps again.
+
+    Example::
+
+        with CSVLog("run/log.csv") as log:
+            for step in range(steps):
+                m = trainer.step(batch)
+                log.log(step=step, loss_d=m["loss_d"], loss_g=m["loss_g"])
+    """
+
+    def __init__(self, path, fieldnames=None):
+        self.path = os.fspath(path)
+        self.fieldnames = None if fieldnames is None else _check_fieldnames(fieldnames, self.path)
+        self._fh = None
+        self._writer = None
+        self._has_header = False
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(f"CSVLog path {self.path!r} is a directory, expected a file")
+        if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+            _repair_torn_tail(self.path)
+            header = _read_header(self.path) if os.path.getsize(self.path) > 0 else None
+            if header is not None:
+                if self.fieldnames is not None and header != self.fieldnames:
+                    raise ValueError(
+                        f"{self.path!r} already exists with the columns {header}, which differ from "
+                        f"the requested {self.fieldnames}; appending would mix two layouts. Use "
+                        "another file, or the same columns as before")
+                self.fieldnames = header
+                self._has_header = True
+
+    def log(self, row=None, **values):
+        """Append one row, given as a mapping and/or keyword arguments, and flush it.
+
+        Values must be numbers: Python or NumPy scalars, size-1 arrays (their
+        ``.item()`` is taken, which is also how a device scalar is copied to the
+        host) or ``None`` for a value not computed at this step (an empty cell,
+        read back as NaN). Columns of the log that the row does not mention are
+        left empty; a name that is not a column raises ``ValueError``.
+        """
+        if row is not None and not isinstance(row, Mapping):
+            raise TypeError(f"row must be a dict of column -> number, got {type(row).__name__}")
+        merged = {**(row or {}), **values}
+        if not merged:
+            raise ValueError("log() got no values; expected e.g. log(step=0, loss_d=0.69)")
+        if self.fieldnames is None:
+            self.fieldnames = _check_fieldnames(merged.keys(), self.path)
+        unknown = [k for k in merged if k not in self.fieldnames]
+        if unknown:
+            raise ValueError(
+                f"{self.path!r}: column {unknown[0]!r} is not in this log; its columns are "
+                f"{self.fieldnames} (they are fixed by the header once the file is created)")
+        cells = [_format_value(merged.get(name), name) for name in self.fieldnames]
+
+        if self._fh is None:
+            self._fh = open(self.path, "a", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._fh, lineterminator="\n")
+        if not self._has_header:
+            self._writer.writerow(self.fieldnames)
+            self._has_header = True
+        self._writer.writerow(cells)
+        self._fh.flush()
+
+    def close(self):
+        """Close the file; logging again reopens it for appending."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            self._writer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __del__(self):
+        # Only a safety net: a file object closes itself when collected anyway.
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return f"CSVLog({self.path!r}, fieldnames={self.fieldnames!r})"
+
+
+# --------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------
+
+def _parse_int(text):
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def read_csv_log(path):
+    """Read a CSV log into a dict of column name -> 1-d NumPy array.
+
+    A column whose cells are all integers (e.g. ``step``) becomes ``int64``;
+    any other column becomes ``float64``, with empty cells as NaN. A log with
+    a header and no rows gives arrays of length 0.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is empty, a row has the wrong number of cells, or a cell is
+        not a number (the message gives the line and the column).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"log file {path!r} does not exist")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"log file {path!r} is empty; expected a header line of column names")
+        cells = [[] for _ in header]
+        for row in reader:
+            if not row:
+                continue  # tolerate blank lines
+            if len(row) != len(header):
+                raise ValueError(
+                    f"{path!r} line {reader.line_num}: {len(row)} cells, expected {len(header)} "
+                    f"for the columns {header}")
+            for column, cell in zip(cells, row):
+                column.append(cell.strip())
+
+    columns = {}
+    for name, texts in zip(header, cells):
+        ints = [_parse_int(t) for t in texts]
+        if all(v is not None for v in ints):
+            columns[name] = np.array(ints, dtype=np.int64)
+            continue
+        values = np.empty(len(texts), dtype=np.float64)
+        for i, text in enumerate(texts):
+            try:
+                values[i] = float(text) if text else math.nan
+            except ValueError:
+                raise ValueError(
+                    f"{path!r} data row {i + 1}, column {name!r}: {text!r} is not a number") from None
+        columns[name] = values
+    return columns
+
+
+# --------------------------------------------------------------------------
+# Plotting
+# --------------------------------------------------------------------------
+
+def _moving_average(y, window):
+    """Trailing mean of the last ``window`` points (fewer at the start), via cumulative sums."""
+    csum = np.concatenate([[0.0], np.cumsum(y, dtype=np.float64)])
+    end = np.arange(1, len(y) + 1)
+    start = np.maximum(0, end - window)
+    return (csum[end] - csum[start]) / (end - start)
+
+
+def _check_panels(panels):
+    if isinstance(panels, (str, Mapping)) or not isinstance(panels, Sequence) or not panels:
+        raise ValueError(
+            "panels must be a non-empty list of (panel_title, [column, ...]) pairs, e.g. "
+            f"[('losses', ['loss_d', 'loss_g'])], got {panels!r}")
+    checked = []
+    for i, panel in enumerate(panels):
+        ok = (isinstance(panel, (tuple, list)) and len(panel) == 2 and isinstance(panel[0], str)
+              and isinstance(panel[1], (list, tuple)) and panel[1]
+              and all(isinstance(c, str) for c in panel[1]))
+        if not ok:
+            hint = " (a single column still goes in a list: ('D(x)', ['d_real']))" \
+                if isinstance(panel, (tuple, list)) and len(panel) == 2 and isinstance(panel[1], str) else ""
+            raise ValueError(
+                f"panels[{i}] must be a (title, [column, ...]) pair with at least one column, "
+                f"got {panel!r}{hint}")
+        checked.append((panel[0], list(panel[1])))
+    return checked
+
+
+def plot_curves(log_path_or_columns, out_png, panels, x="step", title=None, smooth=0):
+    """Plot columns of a training log as stacked panels sharing the x axis, to a PNG.
+
+    Parameters
+    ----------
+    log_path_or_columns : str, os.PathLike or dict[str, array]
+        A CSV log (read with :func:`read_csv_log`) or its columns.
+    out_png : str or os.PathLike
+        Output file, ending in ``.png``; written atomically, so it can be
+        refreshed while someone is looking at it.
+    panels : list of (str, list of str)
+        One subplot per entry, top to bottom: the panel's title (used as its
+        y-axis label) and the columns drawn in it, e.g.
+        ``[("losses", ["loss_d", "loss_g"]), ("D outputs", ["d_real", "d_fake"])]``.
+    x : str
+        Column for the horizontal axis.
+    title : str, optional
+        Title over the whole figure.
+    smooth : int
+        If > 1, each curve is drawn as a trailing moving average over this
+        many logged points, ``s_t = mean(y[max(0, t - smooth + 1) : t + 1])``,
+        on top of the raw values drawn faintly in the same colour. 0 or 1 draws
+        the raw values only, and so does a curve with at most ``2 * smooth``
+        points (smoothing a sparse curve only adds lag).
+
+    Empty cells (NaN) are skipped, so a metric logged only every N steps in a
+    per-step log still appears as a connected curve.
+
+    Raises
+    ------
+    ValueError
+        If a requested column (or ``x``) is missing (the message lists the
+        available ones), the columns have different lengths, or there are no
+        rows to plot.
+    """
+    out_png = os.fspath(out_png)
+    if not out_png.lower().endswith(".png"):
+        raise ValueError(f"plot_curves writes PNG files; out_png must end in '.png', got {out_png!r}")
+    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Integral) or smooth < 0:
+        raise ValueError(f"smooth must be an integer >= 0 (points in the moving average), got {smooth!r}")
+    panels = _check_panels(panels)
+
+    if isinstance(log_path_or_columns, Mapping):
+        source = "the given columns"
+        columns = log_path_or_columns
+    else:
+        source = repr(os.fspath(log_path_or_columns))
+        columns = read_csv_log(log_path_or_columns)
+    wanted = [x] + [c for _, names in panels for c in names]
+    missing = [c for c in dict.fromkeys(wanted) if c not in columns]
+    if missing:
+        raise ValueError(
+            f"plot_curves: column{'s' if len(missing) > 1 else ''} {missing} not found in {source}; "
+            f"available columns: {list(columns)}")
+    data = {c: np.asarray(columns[c], dtype=np.float64).reshape(-1) for c in dict.fromkeys(wanted)}
+    n = len(data[x])
+    uneven = {c: len(v) for c, v in data.items() if len(v) != n}
+    if uneven:
+        raise ValueError(f"plot_curves: column {x!r} has {n} values but {uneven} differ in length")
+    if n == 0:
+        raise ValueError(f"plot_curves: {source} has no rows to plot yet")
+
+    # Imported on first use: Matplotlib takes a noticeable fraction of a second
+    # to import, which a training script that only logs should not pay.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, 0.6 + 2.6 * len(panels)), layout="constrained")
+    FigureCanvasAgg(fig)  # attaches itself to the figure; no pyplot, no global state
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    xs = data[x]
+    for ax, (panel_title, names) in zip(axes, panels):
+        for name in names:
+            ys = data[name]
+            ok = np.isfinite(xs) & np.isfinite(ys)
+            px, py = xs[ok], ys[ok]
+            # Markers keep sparse series (a metric every 1000 steps) visible.
+            marker = "o" if 0 < len(px) <= 40 else None
+            label = name if len(px) else f"{name} (no values)"
+            # A series with few points (a metric computed every N steps) is not
+            # smoothed: a window wider than half the series only adds lag.
+            if smooth > 1 and len(px) > 2 * smooth:
+                (raw,) = ax.plot(px, py, alpha=0.25, linewidth=0.8)
+                ax.plot(px, _moving_average(py, smooth), color=raw.get_color(), linewidth=1.6,
+                        marker=marker, markersize=3, label=label)
+            else:
+                ax.plot(px, py, linewidth=1.2, marker=marker, markersize=3, label=label)
+        ax.set_ylabel(panel_title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize="small", framealpha=0.8)
+    axes[-1].set_xlabel(x)
+    if smooth > 1:
+        axes[0].set_title(f"faint: raw values; solid: moving average over {smooth} logged points",
+                          fontsize="small", loc="right", color="0.35")
+    if title:
+        fig.suptitle(title)
+    with atomic_write(out_png) as fh:
+        fig.savefig(fh, format="png", dpi=100)
