@@ -1,0 +1,192 @@
+"""BEGAN on face photos (Berthelot, Schumm, Metz 2017, arXiv 1703.10717).
+
+Train on a GPU with the paper's settings (LFW deep-funneled, 64x64, n = 128):
+    python examples/began_faces.py --backend cupy
+
+A CPU-sized run on a local copy:
+    python examples/began_faces.py --data ../shared/data/lfw-deepfunneled --size 32 --filters 32
+
+Continue a run, or draw samples and latent walks from its checkpoint:
+    python examples/began_faces.py --resume runs/began-lfw-64
+    python examples/began_faces.py --sample runs/began-lfw-64 --n 64 --interpolate
+
+The run folder gets log.csv (one row per step: L(x), L(G(z)), L_D, L_G, k_t,
+M_global, lr, step time), curves.png, grid_epoch{E:03d}.png (fixed noise,
+kept per epoch), grid_step{S:07d}.png (every --sample-every steps),
+reconstructions.png (real images beside D's reconstructions),
+interpolation.png, swd.csv (sliced Wasserstein distance per epoch),
+samples.npy and checkpoint.npz.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from tinygan import backend, cli  # noqa: E402
+from tinygan.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from tinygan.data import DataError, load_faces  # noqa: E402
+from tinygan.images import save_grid  # noqa: E402
+from tinygan.metrics import sliced_wasserstein  # noqa: E402
+from tinygan.models import BEGANDecoder, BEGANDiscriminator  # noqa: E402
+from tinygan.runlog import read_csv_log  # noqa: E402
+from tinygan.tensor import tensor  # noqa: E402
+from tinygan.training import BEGANTrainer, LoopConfig, TrainingError, fit, grid_hook, unflatten_state  # noqa: E402
+
+ARCHITECTURE = ("size", "filters", "hidden", "skip", "crop", "gamma", "lambda_k", "batch_size", "seed",
+                "lr_min", "lr_window", "data")
+
+
+def build_parser():
+    p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:4]))
+    cli.add_common_args(
+        p, epochs=25, batch_size=16, lr=1e-4, out=None,
+        data_help="a folder of face images, or a .tgz/.zip of one (e.g. ../shared/data/lfw-deepfunneled); "
+                  "default: download LFW deep-funneled (111 MB, md5-checked) into ~/.cache/tinygan")
+    g = p.add_argument_group("BEGAN")
+    g.add_argument("--size", type=int, choices=(32, 64, 128), default=64, help="image side in pixels")
+    g.add_argument("--filters", type=int, default=64, help="n: filters of the first scale (n, 2n, 3n, ... in the encoder); the paper uses 128")
+    g.add_argument("--hidden", type=int, default=64, help="h: size of the code and of the noise z")
+    g.add_argument("--gamma", type=float, default=0.5, help="diversity ratio E[L(G(z))] / E[L(x)]; lower is sharper, less diverse")
+    g.add_argument("--lambda-k", type=float, default=0.001, help="learning rate of the balance term k_t")
+    g.add_argument("--lr-min", type=float, default=2e-5, help="floor of the learning rate when it is halved on a stall of M")
+    g.add_argument("--lr-window", type=int, default=3000,
+                   help="steps per window of the stall test: lr halves when a window's mean M is not 2%% below the best window's")
+    g.add_argument("--skip", action=__import__("argparse").BooleanOptionalAction, default=False,
+                   help="the paper's skip connections (8x8 start of the decoder concatenated after each upsampling)")
+    g.add_argument("--crop", type=int, default=128, help="side of the centred square cut from each photo before resizing (LFW frames are 250 px)")
+    g.add_argument("--sample-every", type=int, default=500, help="steps between grid_step*.png sample grids (0: off)")
+    g.add_argument("--num-samples", type=int, default=1000, help="samples written to samples.npy at the end")
+    g.add_argument("--swd-samples", type=int, default=1024, help="real and generated images compared by the per-epoch sliced Wasserstein distance (0: off)")
+    s = p.add_argument_group("sampling from a trained run (no training)")
+    s.add_argument("--sample", metavar="RUN", default=None, help="load RUN/checkpoint.npz and write samples.png there")
+    s.add_argument("--n", type=int, default=64, help="with --sample: number of samples")
+    s.add_argument("--interpolate", action="store_true", help="with --sample: also write a latent walk, interpolation.png")
+    return p
+
+
+def default_out(args):
+    name = "lfw" if args.data is None or "lfw" in Path(args.data).name.lower() else Path(args.data).stem.lower()
+    return f"runs/began-{name}-{args.size}"
+
+
+def to_device(batch):
+    """uint8 NCHW on the host -> float32 in [-1, 1] on the device (the cast happens on the device)."""
+    (images,) = batch
+    x = backend.to_device(images)
+    return (tensor(x.astype(backend.DEFAULT_DTYPE) * (2 / 255) - 1),)
+
+
+def build(args):
+    G = BEGANDecoder(args.size, args.filters, args.hidden, skip=args.skip)
+    D = BEGANDiscriminator(args.size, args.filters, args.hidden, skip=args.skip)
+    return BEGANTrainer(G, D, gamma=args.gamma, lambda_k=args.lambda_k, lr=args.lr,
+                        lr_window=args.lr_window, lr_min=args.lr_min)
+
+
+def interpolation_strip(trainer, path, rows=8, steps=10, seed=1):
+    """Walks in z between fixed pairs of codes: each row goes from one face to another."""
+    rng = np.random.default_rng(seed)
+    ends = rng.uniform(-1, 1, size=(2, rows, trainer.hidden)).astype(np.float32)
+    t = np.linspace(0, 1, steps, dtype=np.float32)[None, :, None]
+    z = ((1 - t) * ends[0][:, None] + t * ends[1][:, None]).reshape(rows * steps, -1)
+    save_grid(path, trainer.sample(backend.to_device(z)), nrow=steps, scale=2 if trainer.G.size <= 32 else 1)
+
+
+def epoch_hooks(trainer, images, args):
+    scale = 2 if args.size <= 32 else 1
+    rng = np.random.default_rng(args.seed + 7)
+    shown = images[rng.choice(len(images), 32, replace=False)]
+    swd_real = images[rng.choice(len(images), min(args.swd_samples, len(images)), replace=False)] if args.swd_samples else None
+
+    def reconstructions(epoch, out):
+        real = to_device((shown,))[0].data
+        rec = trainer.reconstruct(real)
+        pairs = np.stack([shown.astype(np.float32) / 255, rec], axis=1).reshape(-1, *rec.shape[1:])
+        save_grid(Path(out) / "reconstructions.png", pairs, nrow=8, scale=scale)
+
+    def interpolation(epoch, out):
+        interpolation_strip(trainer, Path(out) / "interpolation.png")
+
+    def swd(epoch, out):
+        fake = trainer.generate(len(swd_real))["samples"]
+        result = sliced_wasserstein(swd_real.astype(np.float32) / 255, fake, rng=epoch)
+        log = read_csv_log(Path(out) / "log.csv")
+        in_epoch = (log["epoch"] > epoch) & (log["epoch"] <= epoch + 1)
+        m_mean = float(np.mean(log["M"][in_epoch])) if in_epoch.any() else float("nan")
+        path = Path(out) / "swd.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(["epoch", "step", "M_mean", "swd_mean"] + [f"swd_{r}" for r in result["levels"]])
+            w.writerow([epoch + 1, int(log["step"][-1]), f"{m_mean:.6g}", f"{result['mean']:.6g}"]
+                       + [f"{v:.6g}" for v in result["swd"]])
+        print(f"epoch {epoch + 1}: M {m_mean:.4f}, sliced Wasserstein x1e3 {result['mean']:.2f} "
+              f"(levels {result['levels']}: {', '.join(f'{v:.2f}' for v in result['swd'])})", file=sys.stderr)
+
+    hooks = [grid_hook(trainer, scale=scale), reconstructions, interpolation]
+    return hooks + ([swd] if args.swd_samples else [])
+
+
+def sample_from_run(args):
+    run = Path(args.sample)
+    try:
+        arrays, meta = load_checkpoint(run / "checkpoint.npz")
+    except CheckpointError as e:
+        cli.fail(str(e))
+    saved = meta["config"]["extra"]
+    for name in ("size", "filters", "hidden", "skip"):
+        setattr(args, name, saved[name])
+    trainer = build(args)
+    state = unflatten_state(arrays, meta["trainer"], "trainer/")
+    trainer.G.load_state_dict(state["G"])
+    backend.seed(args.seed)
+    scale = 2 if args.size <= 32 else 1
+    save_grid(run / "samples.png", trainer.sample(trainer.noise(args.n)), scale=scale)
+    print(f"wrote {run / 'samples.png'}")
+    if args.interpolate:
+        interpolation_strip(trainer, run / "interpolation.png", seed=args.seed + 1)
+        print(f"wrote {run / 'interpolation.png'}")
+
+
+def main(argv=None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    cli.positive(p, args, "epochs", "batch-size", "lr", "filters", "hidden", "log-every", "checkpoint-every", "n")
+    if not 0 < args.gamma <= 1:
+        p.error(f"--gamma must be in (0, 1], got {args.gamma}")
+    cli.use_backend(args.backend)
+    if args.sample:
+        return sample_from_run(args)
+    if args.resume is not None:
+        if args.resume is True:
+            args.out = args.out or default_out(args)
+        args = cli.resolve_resume(args, ARCHITECTURE)
+    args.out = args.out or default_out(args)
+
+    with cli.friendly_errors(DataError, TrainingError, CheckpointError, OSError):
+        images, stats = load_faces(args.data, size=args.size, crop=args.crop, return_stats=True,
+                                   progress=not args.no_progress)
+        print(f"{len(images)} images of {args.size}x{args.size} from {stats.folder} "
+              f"({stats.grayscale_excluded} grayscale and {stats.unreadable} unreadable left out)", file=sys.stderr)
+        backend.seed(args.seed)
+        trainer = build(args)
+        config = LoopConfig(out=args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                            log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                            num_samples=args.num_samples, max_steps=args.max_steps,
+                            resume=args.resume is not None, progress=not args.no_progress,
+                            extra=vars(args))
+        steps = [(args.sample_every, grid_hook(trainer, scale=2 if args.size <= 32 else 1, every_steps=True))]
+        out = fit(trainer, (images,), config, to_device, epoch_hooks=epoch_hooks(trainer, images, args),
+                  step_hooks=steps)
+    print(f"done: {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

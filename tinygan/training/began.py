@@ -1,0 +1,179 @@
+"""BEGAN's training step (Berthelot, Schumm, Metz 2017, arXiv 1703.10717).
+
+One call of :meth:`BEGANTrainer.step` is one iteration of the paper:
+
+    x ~ data;  z_D, z_G ~ U[-1, 1]^h  (separate noise for the two updates)
+    L_D = L(x) - k_t L(G(z_D))            -> Adam step on D
+    L_G = L(G(z_G))                       -> Adam step on G
+    k_{t+1} = clip(k_t + lambda_k (gamma L(x) - L(G(z_G))), 0, 1)
+    M_global = L(x) + |gamma L(x) - L(G(z_G))|
+
+with L(v) = mean |v - D(v)|. Every quantity, k_t included, stays on the
+device; the step returns 0-d device arrays.
+
+Learning rate: halved when M stalls, never below ``lr_min``. The stall test,
+run on the host every ``lr_window`` steps on the M values logged in the
+window: if the window's mean M is not at least ``lr_tolerance`` (relative)
+below the best window mean seen so far, the learning rate of both networks is
+halved. The decision is taken at multiples of ``lr_window`` only, so it does
+not depend on the logging interval and a resumed run takes the same decisions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from .. import losses
+from ..optim import Adam
+from ..tensor import no_grad, tensor
+
+
+class LRStallSchedule:
+    """Halve the learning rate when the window mean of M has not improved enough (see module doc)."""
+
+    def __init__(self, lr, window=3000, tolerance=0.02, factor=0.5, lr_min=2e-5):
+        if window < 1:
+            raise ValueError(f"lr window must be >= 1 step, got {window}")
+        self.lr, self.window, self.tolerance, self.factor, self.lr_min = lr, window, tolerance, factor, lr_min
+        self.best = None
+        self.total, self.count = 0.0, 0
+
+    def observe(self, step, m):
+        """Feed M of one step; returns True when the learning rate changed."""
+        self.total += m
+        self.count += 1
+        if step % self.window:
+            return False
+        mean, self.total, self.count = self.total / self.count, 0.0, 0
+        if self.best is None or mean < self.best * (1 - self.tolerance):
+            self.best = mean if self.best is None else min(self.best, mean)
+            return False
+        self.best = min(self.best, mean)
+        new = max(self.lr * self.factor, self.lr_min)
+        changed, self.lr = new != self.lr, new
+        return changed
+
+    def state_dict(self):
+        return dict(lr=self.lr, best=self.best, total=self.total, count=self.count)
+
+    def load_state_dict(self, s):
+        self.lr, self.best, self.total, self.count = s["lr"], s["best"], s["total"], s["count"]
+
+
+class BEGANTrainer:
+    """Owns G (a BEGANDecoder), D (a BEGANDiscriminator), their Adams, k_t and the lr schedule."""
+
+    name = "BEGAN"
+    headline = ("M", "k", "loss_real", "loss_fake")
+    curve_panels = [
+        ("reconstruction L1", ["gamma_loss_real", "loss_fake"]),
+        ("convergence M", ["M"]),
+        ("k_t", ["k"]),
+        ("learning rate", ["lr"]),
+    ]
+
+    def __init__(self, generator, discriminator, gamma=0.5, lambda_k=0.001, lr=1e-4, betas=(0.5, 0.999),
+                 lr_window=3000, lr_tolerance=0.02, lr_min=2e-5, num_fixed=64):
+        if not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        self.G, self.D = generator, discriminator
+        self.hidden = generator.hidden
+        self.gamma, self.lambda_k = gamma, lambda_k
+        self.opt_g = Adam(self.G.parameters(), lr=lr, betas=betas)
+        self.opt_d = Adam(self.D.parameters(), lr=lr, betas=betas)
+        self.schedule = LRStallSchedule(lr, lr_window, lr_tolerance, lr_min=lr_min)
+        self.k = backend.xp().zeros((), dtype=backend.DEFAULT_DTYPE)  # k_0 = 0
+        self.fixed_noise = self.noise(num_fixed)
+
+    def noise(self, n):
+        """z ~ U[-1, 1]^h on the device, as in the paper."""
+        return backend.uniform(-1.0, 1.0, (n, self.hidden))
+
+    def step(self, batch):
+        """One BEGAN iteration on a batch of real images in [-1, 1]; returns device metrics."""
+        (x,) = batch
+        x = tensor(x)
+        b = x.shape[0]
+        z_d, z_g = self.noise(b), self.noise(b)
+
+        # discriminator: real and fake go through D in one batch (one set of larger GEMMs)
+        with no_grad():
+            fake_d = self.G(tensor(z_d))
+        both = F.concat([x, fake_d], axis=0)
+        recon = self.D(both)
+        loss_real = losses.reconstruction_loss(x, recon[:b])
+        loss_fake_d = losses.reconstruction_loss(fake_d, recon[b:])
+        loss_d = loss_real - loss_fake_d * self.k
+        self.opt_d.zero_grad()
+        loss_d.backward()
+        self.opt_d.step()
+
+        # generator: D's weights are constants here, so their gradients are not even computed
+        for p in self.D.parameters():
+            p.requires_grad = False
+        try:
+            fake_g = self.G(tensor(z_g))
+            loss_g = losses.reconstruction_loss(fake_g, self.D(fake_g))
+            self.opt_g.zero_grad()
+            loss_g.backward()
+            self.opt_g.step()
+        finally:
+            for p in self.D.parameters():
+                p.requires_grad = True
+
+        lr_real, lr_fake = loss_real.data, loss_g.data
+        k_used = self.k
+        self.k = losses.began_k_update(self.k, lr_real, lr_fake, self.gamma, self.lambda_k)
+        return {
+            "loss_real": lr_real, "loss_fake": lr_fake, "gamma_loss_real": self.gamma * lr_real,
+            "loss_d": loss_d.data, "loss_g": loss_g.data, "k": k_used,
+            "M": losses.began_convergence(lr_real, lr_fake, self.gamma), "lr": self.schedule.lr,
+        }
+
+    def needs_host(self, step):
+        return step % self.schedule.window == 0
+
+    def on_host_metrics(self, rows):
+        for row in rows:
+            if self.schedule.observe(row["step"], row["M"]):
+                self.opt_g.lr = self.opt_d.lr = self.schedule.lr
+
+    # ---- sampling ------------------------------------------------------------
+    def sample(self, z):
+        """G(z) as host float32 images in [0, 1]."""
+        self.G.eval()
+        with no_grad():
+            out = self.G(tensor(z)).data
+        self.G.train()
+        return np.clip((backend.to_host(out) + 1) / 2, 0, 1).astype(np.float32)
+
+    def sample_fixed(self):
+        return self.sample(self.fixed_noise)
+
+    def reconstruct(self, x):
+        """D's reconstruction of real images (device, [-1, 1]) as host [0, 1] images."""
+        with no_grad():
+            out = self.D(tensor(x)).data
+        return np.clip((backend.to_host(out) + 1) / 2, 0, 1).astype(np.float32)
+
+    def generate(self, n, chunk=256):
+        """``n`` samples from fresh noise: {"samples": (n, 3, H, W) float32 in [0, 1]}."""
+        parts = [self.sample(self.noise(min(chunk, n - i))) for i in range(0, n, chunk)]
+        return {"samples": np.concatenate(parts)}
+
+    # ---- state ---------------------------------------------------------------
+    def state_dict(self):
+        return {"G": dict(self.G.state_dict()), "D": dict(self.D.state_dict()),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "k": self.k, "schedule": self.schedule.state_dict(), "fixed_noise": self.fixed_noise}
+
+    def load_state_dict(self, s):
+        self.G.load_state_dict(s["G"])
+        self.D.load_state_dict(s["D"])
+        self.opt_g.load_state_dict(s["opt_g"])
+        self.opt_d.load_state_dict(s["opt_d"])
+        self.k = backend.to_device(s["k"], backend.DEFAULT_DTYPE)
+        self.schedule.load_state_dict(s["schedule"])
+        self.opt_g.lr = self.opt_d.lr = self.schedule.lr
+        self.fixed_noise = backend.to_device(s["fixed_noise"], backend.DEFAULT_DTYPE)
