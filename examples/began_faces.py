@@ -101,7 +101,7 @@ def interpolation_strip(trainer, path, rows=8, steps=10, seed=1):
 def epoch_hooks(trainer, images, args):
     scale = 2 if args.size <= 32 else 1
     rng = np.random.default_rng(args.seed + 7)
-    shown = images[rng.choice(len(images), 32, replace=False)]
+    shown = images[rng.choice(len(images), min(32, len(images)), replace=False)]
     swd_real = images[rng.choice(len(images), min(args.swd_samples, len(images)), replace=False)] if args.swd_samples else None
 
     def reconstructions(epoch, out):

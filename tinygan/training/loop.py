@@ -189,11 +189,15 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
 
     def flush():
         """Copy the pending metrics to the host in one transfer and write one row per step."""
-        nonlocal pending
+        nonlocal pending, interval_start
         if not pending:
             return None
-        rows = _to_host_rows(pending)
+        seconds = (time.perf_counter() - interval_start) / len(pending)
+        for p in pending:
+            p["step_time"] = seconds
+        rows = _to_host_rows(pending)  # waits for the device: the step times above are real
         pending = []
+        interval_start = time.perf_counter()
         for row in rows:
             bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
             if bad:
@@ -213,7 +217,7 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
         total = min(total, config.max_steps)
     bar = tqdm(total=total, initial=min(step, total), disable=not config.progress, unit="step",
                dynamic_ncols=True, desc=trainer.name)
-    interval_start, interval_steps = time.perf_counter(), 0
+    interval_start = time.perf_counter()
     headline = getattr(trainer, "headline", ())
     try:
         with _Interrupt() as interrupt:
@@ -224,22 +228,20 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
                     metrics = trainer.step(to_device(tuple(d[idx] for d in data)))
                     step, position = step + 1, position + 1
                     pending.append(dict(metrics, step=step, epoch=epoch + position / steps_per_epoch))
-                    interval_steps += 1
                     bar.update(1)
                     needs_host = getattr(trainer, "needs_host", lambda s: False)(step)
                     if step % config.log_every == 0 or needs_host:
-                        seconds = (time.perf_counter() - interval_start) / interval_steps
-                        for p in pending:
-                            p["step_time"] = seconds
                         last = flush()
-                        interval_start, interval_steps = time.perf_counter(), 0
                         bar.set_postfix({"epoch": epoch + 1, **{k: f"{last[k]:.4g}" for k in headline if k in last}})
                     for every, hook in step_hooks:
                         if every and step % every == 0:
+                            flush()
                             hook(step, out)
+                            interval_start = time.perf_counter()  # hooks' time is not step time
                     if step % config.checkpoint_every == 0:
                         flush()
                         save()
+                        interval_start = time.perf_counter()
                     if interrupt.requested:
                         flush()
                         save()
@@ -254,6 +256,7 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
                         plot_curves(out / LOG, out / CURVES, trainer.curve_panels, smooth=20)
                     for hook in epoch_hooks:
                         hook(finished, out)
+                    interval_start = time.perf_counter()
             flush()
             save()
     finally:
@@ -270,18 +273,25 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
 
 
 def _to_host_rows(pending):
-    """One device-to-host transfer for a whole logging interval of metrics."""
-    device_keys = [k for k, v in pending[0].items() if hasattr(v, "shape")]
-    rows = [{k: v for k, v in p.items() if k not in device_keys} for p in pending]
+    """One device-to-host transfer for a whole logging interval of metrics.
+
+    Rows come out ordered step, epoch, the trainer's metrics in its order, step_time.
+    """
+    keys = list(pending[0])
+    device_keys = [k for k in keys if hasattr(pending[0][k], "shape")]
+    host = None
     if device_keys:
         xp = backend.get_array_module(pending[0][device_keys[0]])
         stacked = xp.stack([xp.stack([p[k].reshape(()).astype("float64") for k in device_keys]) for p in pending])
         host = backend.to_host(stacked)
-        for row, values in zip(rows, host):
-            row.update((k, float(v)) for k, v in zip(device_keys, values))
-    for row in rows:
-        row.update((k, float(v)) for k, v in row.items() if isinstance(v, (np.floating, np.integer)))
-    return [{"step": r.pop("step"), **r} for r in rows]
+    order = ["step", "epoch"] + [k for k in keys if k not in ("step", "epoch", "step_time")] + ["step_time"]
+    rows = []
+    for i, p in enumerate(pending):
+        values = dict(p)
+        if host is not None:
+            values.update(zip(device_keys, host[i].tolist()))
+        rows.append({k: (float(values[k]) if k != "step" else int(values[k])) for k in order if k in values})
+    return rows
 
 
 def _truncate_log(path, step):
