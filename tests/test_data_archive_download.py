@@ -254,8 +254,10 @@ class _Handler(BaseHTTPRequestHandler):
         if server.drop_after is not None:  # simulate a connection that dies midway
             body = body[: server.drop_after]
             self.close_connection = True
-        self.wfile.write(body)
+        # counted before writing: the client may finish reading, and the test assert,
+        # before this thread runs again after the write
         server.bytes_sent += len(body)
+        self.wfile.write(body)
 
     def log_message(self, *args):  # keep pytest's output clean
         pass

@@ -141,12 +141,14 @@ def matmul(a, b):
     _xp(a, b)
     a, b = (x if isinstance(x, Tensor) else Tensor(x) for x in (a, b))
     _require(a.ndim >= 1 and b.ndim >= 1, "matmul", "both operands need at least one dimension")
+    # b first: for vector @ vector the inner call then yields (1,), and dropping b's
+    # column axis gives NumPy's 0-d result (a first would leave shape (1,))
+    if b.ndim == 1:  # a vector is a one-column matrix whose column axis is then dropped
+        out = matmul(a, reshape(b, b.shape + (1,)))
+        return reshape(out, out.shape[:-1])
     if a.ndim == 1:  # a vector is a one-row matrix whose row axis is then dropped
         out = matmul(reshape(a, (1,) + a.shape), b)
         return reshape(out, out.shape[:-2] + out.shape[-1:])
-    if b.ndim == 1:
-        out = matmul(a, reshape(b, b.shape + (1,)))
-        return reshape(out, out.shape[:-1])
     _require(a.shape[-1] == b.shape[-2], "matmul",
              f"shapes {a.shape} and {b.shape} do not align (inner sizes {a.shape[-1]} and {b.shape[-2]})")
     da, db = a.data, b.data
@@ -255,12 +257,14 @@ def stack(tensors, axis=0):
 # ---- reductions ------------------------------------------------------------
 
 def sum(x, axis=None, keepdims=False):
+    axis = tuple(axis) if isinstance(axis, list) else axis
     xp = _xp(x)
     return _make(x.data.sum(axis=axis, keepdims=keepdims), (x,),
                  lambda g: (_expand_reduced(g, x.shape, axis, keepdims, xp),))
 
 
 def mean(x, axis=None, keepdims=False):
+    axis = tuple(axis) if isinstance(axis, list) else axis
     xp = _xp(x)
     count = 1
     for a in _axes(axis, x.ndim):
@@ -270,6 +274,7 @@ def mean(x, axis=None, keepdims=False):
 
 
 def max(x, axis=None, keepdims=False):
+    axis = tuple(axis) if isinstance(axis, list) else axis
     """Maximum; with ties the gradient is shared equally among the maxima."""
     xp = _xp(x)
     out = x.data.max(axis=axis, keepdims=keepdims)
@@ -556,7 +561,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     op = "batch_norm"
     _as_tensor(x, op)
     _require(x.ndim in (2, 4), op, f"expected (N, C) or (N, C, H, W), got shape {x.shape}")
-    xp = _xp(x, weight, bias)
+    xp = _xp(x, weight, bias, running_mean, running_var)  # also the buffers: in-place updates would mix silently
     c = x.shape[1]
     for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
         if t is not None:
@@ -620,6 +625,7 @@ def embedding(indices, weight):
     repeated indices sum correctly on every backend.
     """
     idx = _data(indices)
+    _xp(idx, weight)  # host labels with device weights: a BackendError here, not a silent copy
     _require(idx.dtype.kind in "iu", "embedding", f"indices must be integers, got dtype {idx.dtype}")
     _require(weight.ndim == 2, "embedding", f"weight must be (num_embeddings, dim), got {weight.shape}")
     num, dim = weight.shape

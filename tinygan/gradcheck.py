@@ -62,7 +62,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0, **kwargs):
             continue
         analytic = backend.to_host(x.grad) if x.grad is not None else np.zeros(x.shape)
         numeric = np.zeros(x.shape)
-        host = backend.to_host(x.data)
+        original = x.data
+        # a contiguous copy: reshape(-1) of a non-contiguous array (a transposed view) is itself a
+        # copy, and perturbing it would leave the input unchanged (numeric gradient 0)
+        host = np.array(backend.to_host(original), order="C")
         flat = host.reshape(-1)
         for i in range(flat.size):
             orig = flat[i]
@@ -74,10 +77,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0, **kwargs):
             minus = _projected(fn, inputs, kwargs, r)[1]
             flat[i] = orig
             numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
-        x.data = backend.to_device(host)
+        x.data = original
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if err.size and err.max() > 0:
-            worst = np.unravel_index(int(np.argmax(err)), x.shape)
+            worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(err)), x.shape))
             raise GradcheckError(
                 f"gradcheck({name}): input {k} (shape {x.shape}) gradient mismatch at {worst}: "
                 f"analytic {analytic[worst]:.8g}, numeric {numeric[worst]:.8g} "
@@ -118,5 +121,22 @@ def gradcheck_directional(loss_fn, tensors, eps=1e-6, rtol=1e-5, atol=1e-8, seed
         numeric = (values[0] - values[1]) / (2 * eps)
         if abs(analytic - numeric) > atol + rtol * abs(numeric):
             raise GradcheckError(f"gradcheck_directional: directional derivative mismatch: analytic "
-                                 f"{analytic:.10g}, numeric {numeric:.10g} (|diff| {abs(analytic - numeric):.3g})")
+                                 f"{analytic:.10g}, numeric {numeric:.10g} (|diff| {abs(analytic - numeric):.3g}); "
+                                 + _worst_tensor(loss_fn, tensors, hosts, grads, dirs, eps))
     return True
+
+
+def _worst_tensor(loss_fn, tensors, hosts, grads, dirs, eps):
+    """On a failure only: name the tensor whose share of the directional derivative is furthest off."""
+    worst = None
+    for k, (t, h, g, d) in enumerate(zip(tensors, hosts, grads, dirs)):
+        values = []
+        for sign in (1, -1):
+            t.data = backend.to_device(h + sign * eps * d)
+            values.append(loss_fn().item())
+        t.data = backend.to_device(h)
+        numeric, analytic = (values[0] - values[1]) / (2 * eps), float((g * d).sum())
+        if worst is None or abs(analytic - numeric) > worst[0]:
+            worst = (abs(analytic - numeric), k, t.shape, analytic, numeric)
+    _, k, shape, analytic, numeric = worst
+    return f"worst: tensor {k} (shape {shape}), analytic {analytic:.10g}, numeric {numeric:.10g}"

@@ -42,12 +42,19 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning {name!r}")
-        for table in (self._parameters, self._buffers, self._modules):
-            table.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            home = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            home = self._modules
+        elif name in self._buffers and hasattr(value, "shape") and not isinstance(value, Tensor):
+            home = self._buffers  # rebinding a buffer to a new array keeps it in state_dict(), as in torch
+        else:
+            home = None
+        for table in (self._parameters, self._buffers, self._modules):
+            if table is not home:
+                table.pop(name, None)
+        if home is not None:
+            home[name] = value  # a name already there keeps its place, so parameters() keeps its order
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name, array):

@@ -83,7 +83,11 @@ class Optimizer:
                     if tuple(v.shape) != self.params[i].shape:
                         raise ValueError(f"{type(self).__name__}.load_state_dict: '{k}' of parameter {i} has "
                                          f"shape {tuple(v.shape)}, the parameter has {self.params[i].shape}")
-                    v = backend.to_device(v, self.params[i].dtype) if backend.is_host(v) else v.copy()
+                    v = backend.to_device(v, self.params[i].dtype) if backend.is_host(v) else v
+                    # always a copy: on the numpy backend to_device returns host arrays as they are,
+                    # and step() updates the state in place, which would write into the caller's
+                    # arrays (or another optimiser's live state, as state_dict() shares them)
+                    v = v.copy()
                 self.state[i][k] = v
 
 

@@ -73,6 +73,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._parents = ()
         self._backward = None
+        self._freed = False  # an op output whose graph a backward() has released
 
     @classmethod
     def from_op(cls, data, parents, backward):
@@ -93,6 +94,12 @@ class Tensor:
 
     def __len__(self):
         return self.shape[0]
+
+    def __bool__(self):
+        # An `if` on a device value would be a silent device-to-host copy (and is ambiguous
+        # for more than one element): ask for the value explicitly instead.
+        raise TypeError("the truth value of a Tensor is not defined; compare explicitly at a "
+                        "logging point with t.item() or t.numpy()")
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -142,8 +149,13 @@ class Tensor:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
+            if node._freed:  # otherwise taken for a leaf: the gradient would stop here, silently
+                raise RuntimeError("backward() through a graph that an earlier backward() already freed; "
+                                   "pass retain_graph=True to the first backward, or run a new forward")
             if node._backward is None:  # a leaf: keep its gradient
-                node.grad = g if node.grad is None else node.grad + g
+                # an owned copy: g may be a read-only broadcast view (sum, mean), the array another
+                # leaf also got (add), or the caller's own; in-place edits of .grad must touch only it
+                node.grad = g.copy() if node.grad is None else node.grad + g
                 continue
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is None or not parent.requires_grad:
@@ -153,7 +165,7 @@ class Tensor:
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
             if not retain_graph:
-                node._parents, node._backward = (), None
+                node._parents, node._backward, node._freed = (), None, True
 
     # ---- operators: the ops themselves live in functional -----------------
     def __add__(self, o): return F.add(self, o)
@@ -203,16 +215,21 @@ class Tensor:
 
 def _topological_order(root):
     """Nodes reachable from ``root``, each after all of its parents, without recursion."""
-    order, seen, stack = [], {id(root)}, [(root, False)]
+    # A node is marked when it is expanded, not when it is pushed: marking at push time
+    # let a node reached first through a short path be emitted before a longer path
+    # to it had been explored, so its gradient was used before it was complete.
+    order, seen, stack = [], set(), [(root, False)]
     while stack:
         node, parents_done = stack.pop()
         if parents_done:
             order.append(node)
             continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
         stack.append((node, True))
         for p in node._parents:
             if id(p) not in seen and p.requires_grad:
-                seen.add(id(p))
                 stack.append((p, False))
     return order
 
