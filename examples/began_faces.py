@@ -45,12 +45,12 @@ ARCHITECTURE = ("size", "filters", "hidden", "skip", "crop", "gamma", "lambda_k"
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:4]))
     cli.add_common_args(
-        p, epochs=25, batch_size=16, lr=1e-4, out=None,
+        p, epochs=150, batch_size=16, lr=1e-4, out=None, out_help="runs/began-lfw-<size>, or runs/began-<folder>-<size>",
         data_help="a folder of face images, or a .tgz/.zip of one (e.g. ../shared/data/lfw-deepfunneled); "
                   "default: download LFW deep-funneled (111 MB, md5-checked) into ~/.cache/tinygan")
     g = p.add_argument_group("BEGAN")
     g.add_argument("--size", type=int, choices=(32, 64, 128), default=64, help="image side in pixels")
-    g.add_argument("--filters", type=int, default=64, help="n: filters of the first scale (n, 2n, 3n, ... in the encoder); the paper uses 128")
+    g.add_argument("--filters", type=int, default=128, help="n: filters of the first scale (n, 2n, 3n, ... in the encoder), 128 as in the paper; 32 suits a CPU")
     g.add_argument("--hidden", type=int, default=64, help="h: size of the code and of the noise z")
     g.add_argument("--gamma", type=float, default=0.5, help="diversity ratio E[L(G(z))] / E[L(x)]; lower is sharper, less diverse")
     g.add_argument("--lambda-k", type=float, default=0.001, help="learning rate of the balance term k_t")

@@ -17,14 +17,19 @@ from . import backend
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows each flag's default and keeps the description's line breaks."""
+    """--help shows each flag's default (when it has one) and keeps the description's line breaks."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parser(description, epilog=None):
     return argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=Formatter)
 
 
-def add_common_args(p, *, epochs, batch_size, lr, out, data_help):
+def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None):
     g = p.add_argument_group("common to every example")
     g.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array backend: numpy (CPU) or cupy (NVIDIA GPU; pip install 'tinygan[cuda12]')")
@@ -33,7 +38,8 @@ def add_common_args(p, *, epochs, batch_size, lr, out, data_help):
     g.add_argument("--batch-size", type=int, default=batch_size, help="examples per step")
     g.add_argument("--lr", type=float, default=lr, help="Adam learning rate of both networks")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, noise and data order")
-    g.add_argument("--out", metavar="DIR", default=out, help="run folder for logs, grids, samples and checkpoint.npz")
+    g.add_argument("--out", metavar="DIR", default=out,
+                   help="run folder for logs, grids, samples and checkpoint.npz" + ("" if out else f" (default: {out_help})"))
     g.add_argument("--resume", metavar="DIR", nargs="?", const=True, default=None,
                    help="continue the run in DIR (or in --out) from its checkpoint.npz, with its saved settings")
     g.add_argument("--log-every", type=int, default=50, help="steps between copies of the metrics to the host (log.csv rows are per step)")
