@@ -1,0 +1,79 @@
+"""The benchmark's FLOP count against a count done by hand, and its command line."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import tinygan as tg
+from tinygan import backend, bench
+from tinygan.models import BEGANDecoder, BEGANDiscriminator
+from tinygan.training import BEGANTrainer
+
+
+def began_macs_by_hand(n, h, b):
+    """Multiply-adds of BEGAN's networks at 32x32 (3 scales), written out layer by layer."""
+    k = 9  # 3x3 kernels
+    decoder = (b * h * 8 * 8 * n                      # fc: h -> 8x8xn
+               + 2 * b * 8 * 8 * n * n * k             # two convs at 8x8
+               + 2 * b * 16 * 16 * n * n * k           # two convs at 16x16
+               + 2 * b * 32 * 32 * n * n * k           # two convs at 32x32
+               + b * 32 * 32 * 3 * n * k)              # to RGB
+    first = b * 32 * 32 * n * 3 * k                    # encoder's first conv, 3 -> n
+    encoder = (first
+               + 2 * b * 32 * 32 * n * n * k           # scale 1: n filters
+               + b * 16 * 16 * (2 * n) * n * k         # stride-2 conv n -> 2n
+               + 2 * b * 16 * 16 * (2 * n) ** 2 * k    # scale 2: 2n filters
+               + b * 8 * 8 * (3 * n) * (2 * n) * k     # stride-2 conv 2n -> 3n
+               + 2 * b * 8 * 8 * (3 * n) ** 2 * k      # scale 3: 3n filters
+               + b * 8 * 8 * 3 * n * h)                # fc: 8x8x3n -> h
+    fc_g = b * h * 8 * 8 * n
+    return decoder, encoder + decoder, first, fc_g
+
+
+def test_began_step_flops_match_a_hand_count():
+    n, h, b = 2, 3, 2
+    backend.seed(0)
+    trainer = BEGANTrainer(BEGANDecoder(32, n, h), BEGANDiscriminator(32, n, h), num_fixed=1)
+    x = tg.tensor(np.zeros((b, 3, 32, 32), np.float32))
+    with bench.count_flops() as flops:
+        trainer.step((x,))
+    G, D, E1, FCG = began_macs_by_hand(n, h, b)
+    # D step: G(z_D) forward without grad; D on the 2B real+fake batch: forward, weight and input
+    # gradients, except the first conv's input gradient (the images need none).
+    d_step = G + 3 * 2 * D - 2 * E1
+    # G step: G forward and both gradients except fc's input gradient (z needs none); D forward
+    # and input gradients only (its weights are frozen during the G update).
+    g_step = 3 * G - FCG + 2 * D
+    assert flops[0] == 2 * (d_step + g_step)
+
+
+def test_count_flops_restores_the_ops():
+    from tinygan import functional as F
+    before = F.conv2d
+    with bench.count_flops():
+        assert F.conv2d is not before
+    assert F.conv2d is before
+
+
+def test_bench_cli_prints_json_lines_and_a_table():
+    r = subprocess.run([sys.executable, "-m", "tinygan.bench", "--only", "began32_n32", "--steps", "1",
+                        "--warmup", "0", "--json"], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    peak, row = json.loads(lines[0]), json.loads(lines[1])
+    assert peak["config"] == "gemm_peak" and peak["gflops"] > 0
+    for key in ("config", "image_size", "n", "batch", "s_med", "s_min", "s_max", "img_per_s", "gflop_step",
+                "gflops", "peak_fraction", "peak_mem_mb"):
+        assert key in row, key
+    assert row["s_min"] <= row["s_med"] <= row["s_max"]
+    assert abs(row["gflops"] - row["gflop_step"] / row["s_med"]) < 1e-6 * row["gflops"]
+    assert any(line.startswith("began32_n32") for line in lines[2:])
+
+
+def test_bench_rejects_an_unknown_configuration():
+    r = subprocess.run([sys.executable, "-m", "tinygan.bench", "--only", "nope"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "unknown configuration 'nope'" in r.stderr
