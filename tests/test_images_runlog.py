@@ -212,3 +212,19 @@ def test_plot_curves_from_columns_and_missing_column_error(tmp_path):
     with pytest.raises(ValueError, match=r"single column still goes in a list"):
         plot_curves(columns, tmp_path / "b.png", [("loss", "loss")])
     assert not (tmp_path / "b.png").exists()
+
+
+def test_constant_curve_gets_a_readable_range():
+    # a learning rate that never changed must not be drawn as rounding noise around 1e-4
+    from matplotlib.figure import Figure
+    from tinygan.runlog import _widen_flat_axis
+    ax = Figure().subplots()
+    ax.plot([0, 1, 2], [1e-4, 1e-4 + 1e-20, 1e-4])
+    _widen_flat_axis(ax, np.array([1e-4, 1e-4 + 1e-20, 1e-4]))
+    lo, hi = ax.get_ylim()
+    assert lo == pytest.approx(0.5e-4) and hi == pytest.approx(1.5e-4)
+    ax2 = Figure().subplots()
+    ax2.plot([0, 1], [0.2, 0.5])
+    before = ax2.get_ylim()
+    _widen_flat_axis(ax2, np.array([0.2, 0.5]))
+    assert ax2.get_ylim() == before  # a varying curve keeps matplotlib's range

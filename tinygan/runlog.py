@@ -311,6 +311,18 @@ def _check_panels(panels):
     return checked
 
 
+def _widen_flat_axis(ax, values):
+    """A (nearly) constant panel, e.g. a learning rate that never changed, gets a y range of
+    +-50% around its value; matplotlib would zoom into rounding noise and label it "1e-16 + 1e-4"."""
+    if values.size == 0:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    scale = max(abs(lo), abs(hi))
+    if hi - lo <= 1e-6 * scale:
+        ax.set_ylim(lo - 0.5 * scale, hi + 0.5 * scale) if scale > 0 else ax.set_ylim(-1, 1)
+    ax.ticklabel_format(axis="y", useOffset=False)
+
+
 def plot_curves(log_path_or_columns, out_png, panels, x="step", title=None, smooth=0):
     """Plot columns of a training log as stacked panels sharing the x axis, to a PNG.
 
@@ -383,10 +395,12 @@ def plot_curves(log_path_or_columns, out_png, panels, x="step", title=None, smoo
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     xs = data[x]
     for ax, (panel_title, names) in zip(axes, panels):
+        shown = []
         for name in names:
             ys = data[name]
             ok = np.isfinite(xs) & np.isfinite(ys)
             px, py = xs[ok], ys[ok]
+            shown.append(py)
             # Markers keep sparse series (a metric every 1000 steps) visible.
             marker = "o" if 0 < len(px) <= 40 else None
             label = name if len(px) else f"{name} (no values)"
@@ -399,6 +413,7 @@ def plot_curves(log_path_or_columns, out_png, panels, x="step", title=None, smoo
             else:
                 ax.plot(px, py, linewidth=1.2, marker=marker, markersize=3, label=label)
         ax.set_ylabel(panel_title)
+        _widen_flat_axis(ax, np.concatenate(shown) if shown else np.array([]))
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize="small", framealpha=0.8)
     axes[-1].set_xlabel(x)
