@@ -104,12 +104,15 @@ def test_gradcheck_error_reports_both_values(monkeypatch):
 @pytest.mark.parametrize("broken", [False, True], ids=["intact", "broken"])
 @pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d", "avg_pool2d"])
 def test_gradcheck_catches_col2im_missing_a_kernel_position(monkeypatch, op, broken):
-    """conv2d and avg_pool2d use col2im in their backward, conv_transpose2d in its forward."""
+    """conv2d and avg_pool2d use col2im in their backward, conv_transpose2d in its forward.
+
+    conv2d at stride 2: 3x3 stride-1 convs take the Winograd path, which has no col2im
+    (its own mutation checks are in test_conv_fast.py)."""
     if broken:
         monkeypatch.setattr(F, "_col2im", col2im_dropping_last_kernel_position(F._col2im))
     x = T(normal((1, 2, 4, 5), 4))
     if op == "conv2d":
-        fn, inputs = (lambda x, w: F.conv2d(x, w, stride=1, padding=1)), (x, T(normal((2, 2, 3, 3), 5)))
+        fn, inputs = (lambda x, w: F.conv2d(x, w, stride=2, padding=1)), (x, T(normal((2, 2, 3, 3), 5)))
     elif op == "conv_transpose2d":
         fn, inputs = (lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1)), (x, T(normal((2, 3, 3, 3), 6)))
     else:

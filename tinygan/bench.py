@@ -12,8 +12,10 @@ What one run measures:
   forward, backward and Adam): median, min and max seconds per step over
   ``--steps`` steps after ``--warmup``; images per second; the step's FLOPs;
   GFLOP/s achieved and its fraction of the GEMM peak; the peak memory the
-  step allocates; and a breakdown of the step's time into GEMM, im2col/col2im,
-  optimizer and the rest (elementwise ops and Python overhead).
+  step allocates (the conv's reused work buffers included); and a breakdown
+  of the step's time into GEMM, im2col/col2im with the Winograd transforms
+  (the "im2col" part), optimizer and the rest (elementwise ops and Python
+  overhead).
 
 FLOPs are those of direct convolution, counted from the layer shapes of the
 products the step actually needs: 2 x multiply-adds for every forward conv,
@@ -154,7 +156,7 @@ def count_flops():
 
 @contextlib.contextmanager
 def time_parts():
-    """Wall time spent in GEMMs, im2col/col2im and the optimizer while the block runs."""
+    """Wall time spent in GEMMs, im2col/col2im (with the Winograd transforms) and the optimizer while the block runs."""
     from tinygan import functional as F
     from tinygan import optim
     parts = {"gemm": 0.0, "im2col": 0.0, "optimizer": 0.0}
@@ -173,7 +175,9 @@ def time_parts():
         setattr(owner, name, timed)
         patched.append((owner, name, original))
 
-    for name, part in (("_gemm", "gemm"), ("_im2col", "im2col"), ("_col2im", "im2col")):
+    transforms = ("_im2col", "_col2im", "_to_tiles", "_winograd_input", "_winograd_input_adjoint",
+                  "_winograd_output", "_winograd_output_adjoint")
+    for name, part in (("_gemm", "gemm"),) + tuple((t, "im2col") for t in transforms):
         if hasattr(F, name):
             wrap(F, name, part)
     wrap(optim.Optimizer, "step", "optimizer")
@@ -206,6 +210,10 @@ def measure(name, config, steps, warmup, peak, probe_repeats=3):
         total = time.perf_counter() - t
     peak_mem = None
     if backend.xp().__name__ != "cupy":  # NumPy reports its allocations to tracemalloc
+        # the conv's reused work buffers were allocated before tracing began: free them so
+        # the traced step allocates them again and they count in its peak
+        from tinygan import functional as F
+        F._release_scratch()
         tracemalloc.start()
         trainer.step(batch)
         peak_mem = tracemalloc.get_traced_memory()[1] / 2 ** 20
@@ -224,7 +232,7 @@ def measure(name, config, steps, warmup, peak, probe_repeats=3):
 def _table(rows, peak, threads, backend_name):
     head = (f"GEMM peak {peak:.1f} GFLOP/s (float32, 2048^3, backend {backend_name}, "
             f"BLAS threads {threads or 'default'})")
-    cols = f"{'config':<14}{'s/step med':>11}{'min':>8}{'max':>8}{'img/s':>8}{'GFLOP':>8}{'GFLOP/s':>9}{'of peak':>8}{'mem MB':>8}  time: gemm / im2col / optim / other"
+    cols = f"{'config':<14}{'s/step med':>11}{'min':>8}{'max':>8}{'img/s':>8}{'GFLOP':>8}{'GFLOP/s':>9}{'of peak':>8}{'mem MB':>8}  time: gemm / im2col+wino / optim / other"
     lines = [head, cols, "-" * len(cols)]
     for r in rows:
         b = r["breakdown"]
