@@ -167,7 +167,7 @@ def main(argv=None):
     if args.resume is not None:
         if args.resume is True:
             args.out = args.out or default_out(args)
-        args = cli.resolve_resume(args, ARCHITECTURE)
+        args = cli.resolve_resume(p, args, ARCHITECTURE)
     args.out = args.out or default_out(args)
 
     with cli.friendly_errors(DataError, TrainingError, CheckpointError, OSError):

@@ -56,8 +56,15 @@ def positive(p, args, *names):
             p.error(f"--{name} must be positive, got {value}")
 
 
-def resolve_resume(args, architecture_flags):
-    """For --resume: find the run folder and restore the flags that define the model from its config.json."""
+def resolve_resume(parser, args, fixed):
+    """For --resume: find the run folder and take the run's saved settings from its config.json.
+
+    Flags in ``fixed`` (those that define the model and the data) always come
+    from the saved run; every other flag comes from the saved run unless it
+    was given on this command line (a value different from its default), so
+    ``--resume DIR --epochs 30`` extends a run and ``--resume DIR`` alone
+    continues it exactly as it was started.
+    """
     if args.resume is None:
         return args
     out = Path(args.out if args.resume is True else args.resume)
@@ -65,9 +72,11 @@ def resolve_resume(args, architecture_flags):
     if not config.exists():
         fail(f"--resume: {out} has no config.json; is it a run folder?")
     saved = json.loads(config.read_text())["extra"]
-    for name in architecture_flags:
-        if name in saved:
-            setattr(args, name, saved[name])
+    for name, value in saved.items():
+        if name in ("resume", "out") or not hasattr(args, name):
+            continue
+        if name in fixed or getattr(args, name) == parser.get_default(name):
+            setattr(args, name, value)
     args.out = str(out)
     return args
 
