@@ -81,10 +81,16 @@ def build(config, hidden=64):
         trainer = BEGANTrainer(BEGANDecoder(size, n, hidden), BEGANDiscriminator(size, n, hidden), num_fixed=1)
         batch = (tg.tensor(backend.to_device(rng.uniform(-1, 1, (b, 3, size, size)).astype(np.float32))),)
         return trainer, batch
-    from tinygan.training import gan as gan_training
-    trainer = gan_training.bench_trainer(config["kind"])
-    images = rng.uniform(0, 1, (b, 1, 28, 28)).astype(np.float32)
-    return trainer, trainer.bench_batch(images)
+    # the MNIST pairs with the defaults of examples/gan_mnist.py (--arch mlp / --arch dcgan)
+    from tinygan.models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+    from tinygan.training import GANTrainer
+    if config["kind"] == "mlp":
+        G, D = MLPGenerator(100, (256, 512, 1024), (1, 28, 28)), MLPDiscriminator((1, 28, 28), (512, 256))
+    else:
+        G, D = DCGANGenerator(100, 32), DCGANDiscriminator(32)
+    trainer = GANTrainer(G, D, loss="nonsaturating", k=1, lr=2e-4, num_fixed=1)
+    batch = (tg.tensor(backend.to_device(rng.uniform(-1, 1, (b, 1, 28, 28)).astype(np.float32))),)
+    return trainer, batch
 
 
 # ---- measurement helpers ---------------------------------------------------------

@@ -436,3 +436,97 @@ def sliced_wasserstein(real, fake, *, nhood_size=7, nhoods_per_image=128, n_proj
 # distance in the classifier's feature space (reuse frechet_distance above),
 # and for a conditional GAN the fraction of samples of label y classified as y.
 # They are added here by their own author; keep this section last.
+
+def class_distribution(predicted, num_classes=10):
+    """Fraction of samples assigned to each class: ``p_c = #{i : predicted_i = c} / N``, shape (num_classes,).
+
+    ``predicted`` are integer class indices in [0, num_classes) (e.g. a
+    classifier's argmax). The histogram of a generator that covers every digit
+    equally is uniform, 1/num_classes each; a missing mode shows up as a zero.
+    """
+    pred = np.asarray(predicted)
+    if pred.ndim != 1 or pred.size == 0:
+        raise ValueError(f"predicted must be a non-empty 1-d array of class indices, got shape {pred.shape}")
+    if pred.dtype.kind not in "iu":
+        raise ValueError(f"predicted must hold integer class indices, got dtype {pred.dtype}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if pred.min() < 0 or pred.max() >= num_classes:
+        raise ValueError(f"predicted class indices must be in [0, {num_classes}), got values from "
+                         f"{int(pred.min())} to {int(pred.max())}")
+    return np.bincount(pred, minlength=num_classes).astype(np.float64) / pred.size
+
+
+def label_entropy(distribution):
+    """Entropy ``H(p) = -sum_c p_c log p_c`` in nats (0 log 0 = 0) of a class distribution.
+
+    ``log(num_classes)`` (2.303 for ten digits) for a uniform histogram, 0 when
+    every sample is the same class: the mode-coverage score of unconditional
+    MNIST samples.
+    """
+    p = _host_float64(distribution, "distribution")
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"distribution must be a non-empty 1-d array, got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any() or not math.isclose(p.sum(), 1.0, rel_tol=1e-6):
+        raise ValueError(f"distribution must be non-negative and sum to 1, got sum {p.sum()!r}")
+    nz = p[p > 0]
+    return float(-(nz * np.log(nz)).sum())
+
+
+def label_accuracy(predicted, labels, num_classes=10):
+    """How often a conditional GAN's sample of label y is classified as y.
+
+    Returns ``(accuracy, per_class)``: the fraction of all samples with
+    ``predicted == labels``, and that fraction within each label (NaN for a
+    label with no samples), shape (num_classes,).
+    """
+    pred = np.asarray(predicted)
+    lab = np.asarray(labels)
+    if pred.shape != lab.shape or pred.ndim != 1 or pred.size == 0:
+        raise ValueError(f"predicted and labels must be non-empty 1-d arrays of the same length, got shapes "
+                         f"{pred.shape} and {lab.shape}")
+    if lab.dtype.kind not in "iu" or pred.dtype.kind not in "iu":
+        raise ValueError(f"predicted and labels must be integer class indices, got dtypes {pred.dtype} and {lab.dtype}")
+    if lab.min() < 0 or lab.max() >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}), got values from {int(lab.min())} to {int(lab.max())}")
+    correct = (pred == lab).astype(np.float64)
+    counts = np.bincount(lab, minlength=num_classes)
+    hits = np.bincount(lab, weights=correct, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+    return float(correct.mean()), per_class
+
+
+def classifier_metrics(predicted, features, real_features, labels=None, num_classes=10):
+    """The MNIST metrics of a GAN's samples, from a classifier's outputs on them.
+
+    Parameters
+    ----------
+    predicted : int array (N,)
+        The classifier's class for each sample.
+    features : array (N, D)
+        Its penultimate-layer features of the samples.
+    real_features : array (M, D)
+        The same features of real digits (e.g. the test set).
+    labels : int array (N,), optional
+        The labels a conditional GAN was asked for.
+
+    Returns
+    -------
+    dict with ``histogram`` (:func:`class_distribution`), ``entropy``
+    (:func:`label_entropy`, nats; at most ``log num_classes``), ``fd`` (the
+    :func:`frechet_distance` between real and sample features) and, with
+    ``labels``, ``accuracy`` and ``per_class_accuracy`` (:func:`label_accuracy`).
+    """
+    feats = _host_float64(features, "features")
+    if feats.ndim != 2 or len(feats) != len(np.asarray(predicted)):
+        raise ValueError(f"features must have one row per prediction: got shape {feats.shape} for "
+                         f"{len(np.asarray(predicted))} predictions")
+    hist = class_distribution(predicted, num_classes)
+    out = {"histogram": hist, "entropy": label_entropy(hist), "fd": frechet_distance(real_features, feats)}
+    if labels is not None:
+        out["accuracy"], out["per_class_accuracy"] = label_accuracy(predicted, labels, num_classes)
+    return out
+
+
+__all__ += ["class_distribution", "label_entropy", "label_accuracy", "classifier_metrics"]

@@ -1,0 +1,200 @@
+"""The minimax GAN on MNIST (Goodfellow et al. 2014, arXiv 1406.2661), Algorithm 1 with Adam.
+
+    python examples/gan_mnist.py                          # MLP G and D, non-saturating G loss
+    python examples/gan_mnist.py --loss minimax           # G minimises E log(1 - D(G(z))), the game as written
+    python examples/gan_mnist.py --arch dcgan --backend cupy
+    python examples/gan_mnist.py --data ../shared/data/mnist --resume
+
+G maps z ~ N(0, I) (100-d) to a 28x28 digit in [-1, 1]; D gives a logit. Each
+step makes k discriminator updates, each on its own minibatch of real digits
+and noise, then one generator update.
+
+The run folder (--out, default runs/gan_mnist) gets log.csv (per step: loss_d,
+loss_g, mean D(x), mean D(G(z)), step time), curves.png,
+grid_epoch{E:03d}.png (64 samples from fixed noise after each epoch),
+metrics.csv (per epoch: the MNIST judge's class entropy and Fréchet distance
+on --eval-samples samples), samples.npy (--num-samples samples, float32
+(N, 1, 28, 28) in [0, 1]), metrics.json (the judge's scores of samples.npy)
+and checkpoint.npz. The judge is the classifier of
+examples/mnist_classifier.py; it is trained first (about 2 minutes) if its
+cache has none.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from tinygan import backend, cli  # noqa: E402
+from tinygan import mnist_judge  # noqa: E402
+from tinygan.checkpoint import CheckpointError, atomic_write  # noqa: E402
+from tinygan.data import DataError, load_mnist  # noqa: E402
+from tinygan.models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator,  # noqa: E402
+                            MLPGenerator)
+from tinygan.runlog import CSVLog  # noqa: E402
+from tinygan.tensor import tensor  # noqa: E402
+from tinygan.training import GANTrainer, LoopConfig, TrainingError, fit, grid_hook  # noqa: E402
+
+ARCHITECTURE = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "batch_norm", "k",
+                "batch_size", "seed", "data", "loss")
+NUM_CLASSES = 10
+
+
+def widths(text):
+    """'256,512,1024' -> (256, 512, 1024), for --g-hidden and --d-hidden."""
+    try:
+        values = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"expected comma-separated layer widths such as 256,512,1024, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"layer widths must be positive, got {text!r}")
+    return values
+
+
+def build_parser(conditional=False, doc=__doc__):
+    name = "cgan_mnist" if conditional else "gan_mnist"
+    p = cli.parser(doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[1:]))
+    cli.add_common_args(
+        p, epochs=20, batch_size=64, lr=2e-4, out=f"runs/{name}",
+        data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ../shared/data/mnist); "
+                  "default: download them (md5-checked) into ~/.cache/tinygan/mnist")
+    g = p.add_argument_group("GAN")
+    g.add_argument("--loss", choices=("nonsaturating", "minimax"), default="nonsaturating",
+                   help="generator loss: nonsaturating -E log D(G(z)) (the paper's practical choice) or "
+                        "minimax E log(1 - D(G(z))) (the game as written; its gradient vanishes while D wins)")
+    g.add_argument("--arch", choices=("mlp", "dcgan"), default="mlp",
+                   help="mlp: fully connected G and D (fast on a CPU); dcgan: transposed convs and batch norm")
+    g.add_argument("--k", type=int, default=1, help="discriminator updates per generator update (Algorithm 1's k)")
+    g.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1 (DCGAN's 0.5; beta2 is 0.999)")
+    g.add_argument("--latent-dim", type=int, default=100, help="size of the noise z")
+    g.add_argument("--g-hidden", type=widths, default=(256, 512, 1024), help="mlp: G's hidden layer widths")
+    g.add_argument("--d-hidden", type=widths, default=(512, 256), help="mlp: D's hidden layer widths")
+    g.add_argument("--dropout", type=float, default=0.0, help="mlp: dropout after D's hidden layers")
+    g.add_argument("--filters", type=int, default=32, help="dcgan: filters of the widest layer pair (f, 2f)")
+    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=conditional,
+                   help="mlp: batch norm after G's hidden layers (but the first); it keeps the conditional "
+                        "G from collapsing onto one image for all labels early in training")
+    g.add_argument("--num-samples", type=int, default=10000, help="samples written to samples.npy at the end")
+    g.add_argument("--eval-samples", type=int, default=2000,
+                   help="samples the MNIST judge scores after each epoch, into metrics.csv (0: off)")
+    g.add_argument("--no-judge", action="store_true", help="skip the MNIST judge's metrics")
+    return p
+
+
+def load_mnist_or_explain(data, split, progress=True):
+    """load_mnist, with a hint towards --data when the download cache cannot be filled (offline)."""
+    try:
+        return load_mnist(data, split, progress=progress)
+    except DataError as e:
+        if data is None:
+            raise DataError(f"{e}; offline? pass --data FOLDER with the four MNIST IDX files "
+                            "(e.g. --data ../shared/data/mnist)") from None
+        raise
+
+
+def to_device(batch):
+    """uint8 (N, 28, 28) [and labels] on the host -> float32 (N, 1, 28, 28) in [-1, 1] [and int64 labels] on the device."""
+    x = backend.to_device(batch[0])
+    x = tensor(x.astype(backend.DEFAULT_DTYPE).reshape(x.shape[0], 1, 28, 28) * (2 / 255) - 1)
+    if len(batch) == 1:
+        return (x,)
+    return x, backend.to_device(batch[1].astype(np.int64))
+
+
+def build(args, conditional=False):
+    classes = NUM_CLASSES if conditional else None
+    if args.arch == "mlp":
+        G = MLPGenerator(args.latent_dim, args.g_hidden, (1, 28, 28), num_classes=classes,
+                         batch_norm=args.batch_norm)
+        D = MLPDiscriminator((1, 28, 28), args.d_hidden, num_classes=classes, dropout=args.dropout)
+    else:
+        G = DCGANGenerator(args.latent_dim, args.filters, num_classes=classes)
+        D = DCGANDiscriminator(args.filters, num_classes=classes)
+    return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
+                      conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
+                      num_fixed=100 if conditional else 64)
+
+
+def describe(scores):
+    """One line for a person: the judge's scores."""
+    hist = " ".join(f"{d}:{p:.1%}" for d, p in enumerate(scores["histogram"]))
+    line = (f"class entropy {scores['entropy']:.3f} nats (uniform: {np.log(NUM_CLASSES):.3f}), "
+            f"Frechet distance {scores['fd']:.2f}; histogram {hist}")
+    if "accuracy" in scores:
+        line = f"label accuracy {scores['accuracy']:.1%}; " + line
+    return line
+
+
+def judge_hook(trainer, judge, n, seed):
+    """After each epoch: score n samples (from a fixed seed) and append a row to metrics.csv."""
+    def hook(epoch, out):
+        fake = trainer.generate(n, seed=seed)
+        scores = judge.evaluate(fake["samples"], fake.get("labels"))
+        row = {"epoch": epoch + 1, "entropy": scores["entropy"], "fd": scores["fd"],
+               "accuracy": scores.get("accuracy")}
+        row.update((f"p{d}", p) for d, p in enumerate(scores["histogram"]))
+        with CSVLog(Path(out) / "metrics.csv") as log:
+            log.log(row)
+        print(f"epoch {epoch + 1} ({n} samples): {describe(scores)}", file=sys.stderr)
+    return hook
+
+
+def main(argv=None, conditional=False, doc=__doc__):
+    p = build_parser(conditional, doc)
+    args = p.parse_args(argv)
+    cli.positive(p, args, "epochs", "batch-size", "lr", "k", "latent-dim", "filters", "log-every",
+                 "checkpoint-every", "max-steps", "num-samples")
+    if not 0 <= args.dropout < 1:
+        p.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    if not 0 <= args.beta1 < 1:
+        p.error(f"--beta1 must be in [0, 1), got {args.beta1}")
+    if args.eval_samples < 0 or args.eval_samples == 1:
+        p.error(f"--eval-samples must be 0 (off) or at least 2, got {args.eval_samples}")
+    cli.use_backend(args.backend)
+    if args.resume is not None:
+        args = cli.resolve_resume(p, args, ARCHITECTURE)
+    started = time.perf_counter()
+
+    with cli.friendly_errors(DataError, TrainingError, CheckpointError, OSError):
+        images, labels = load_mnist_or_explain(args.data, "train", not args.no_progress)
+        judge = None if args.no_judge else mnist_judge.get_judge(args.data, progress=not args.no_progress)
+        backend.seed(args.seed)
+        trainer = build(args, conditional)
+        config = LoopConfig(out=args.out, epochs=args.epochs, batch_size=args.k * args.batch_size,
+                            seed=args.seed, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                            num_samples=args.num_samples, max_steps=args.max_steps,
+                            resume=args.resume is not None, progress=not args.no_progress,
+                            extra=dict(vars(args), conditional=conditional))
+        hooks = [grid_hook(trainer, scale=2, nrow=trainer.fixed_nrow)]
+        if judge is not None and args.eval_samples:
+            hooks.append(judge_hook(trainer, judge, args.eval_samples, seed=args.seed + 1000))
+        data = (images, labels) if conditional else (images,)
+        if args.resume is None:  # a new run starts a new metrics.csv, as fit() does with log.csv
+            (Path(args.out) / "metrics.csv").unlink(missing_ok=True)
+        out = fit(trainer, data, config, to_device, epoch_hooks=hooks)
+        minutes = (time.perf_counter() - started) / 60
+
+        if judge is not None:
+            samples = np.load(out / "samples.npy")
+            sample_labels = np.load(out / "labels.npy") if conditional else None
+            scores = judge.evaluate(samples, sample_labels)
+            print(f"{len(samples)} samples: {describe(scores)}")
+            if conditional:
+                print("label accuracy per digit: "
+                      + ", ".join(f"{d}: {a:.1%}" for d, a in enumerate(scores["per_class_accuracy"])))
+            summary = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in scores.items()}
+            summary.update(num_samples=len(samples), judge_test_accuracy=judge.test_accuracy,
+                           judge_version=mnist_judge.JUDGE_VERSION, minutes=minutes)
+            with atomic_write(out / "metrics.json") as fh:
+                fh.write(json.dumps(summary, indent=2).encode())
+    print(f"done in {minutes:.1f} min: {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""The minimax GAN on the 2-D mixtures of Gaussians that measure mode collapse (VEEGAN, PacGAN).
+
+    python examples/gan_toy2d.py --mixture grid      # 25 Gaussians at (i, j), i, j in {-4, -2, 0, 2, 4}, sigma 0.05
+    python examples/gan_toy2d.py --mixture ring      # 8 Gaussians on the unit circle, sigma 0.01
+    python examples/gan_toy2d.py --mixture grid --loss minimax --seed 1
+
+G and D are small MLPs; training is Algorithm 1 of the GAN paper with Adam on a
+fixed training set drawn from the mixture. The score is the papers': of
+--num-samples (2500) samples, the fraction within 3 sigma of their nearest
+mean ("high quality"), and the number of modes with at least one such sample
+("captured"). It is printed after every epoch and at the end.
+
+The run folder (--out, default runs/gan_toy2d-<mixture>) gets log.csv (per step:
+loss_d, loss_g, mean D(x), mean D(G(z)), step time), curves.png,
+grid_epoch{E:03d}.png (after each epoch: a density image of G's samples from
+fixed noise, log-scaled, on the square [-L, L]^2 around the data),
+scatter_epoch{E:03d}.png (after each epoch: fresh samples with the mixture's
+means marked), metrics.csv (per epoch: modes captured, high-quality fraction,
+reverse KL of the mode histogram), samples.npy (float32 (N, 2)), metrics.json
+and checkpoint.npz.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from tinygan import backend, cli  # noqa: E402
+from tinygan.checkpoint import CheckpointError, atomic_write  # noqa: E402
+from tinygan.data import DataError, MIXTURES, sample_mixture  # noqa: E402
+from tinygan.images import save_grid  # noqa: E402
+from tinygan.metrics import mode_metrics  # noqa: E402
+from tinygan.models import ToyDiscriminator, ToyGenerator  # noqa: E402
+from tinygan.runlog import CSVLog  # noqa: E402
+from tinygan.tensor import tensor  # noqa: E402
+from tinygan.training import GANTrainer, LoopConfig, TrainingError, fit  # noqa: E402
+
+ARCHITECTURE = ("mixture", "latent_dim", "width", "depth", "k", "batch_size", "seed", "train_size", "loss",
+                "lr", "beta1", "lr_decay", "epochs")
+#: Half-width of the plotted square, per mixture (the data's extent plus a margin).
+EXTENT = {"ring": 1.5, "grid": 5.5}
+#: The networks work in units where the data spans about [-1, 1] (see ToyGenerator).
+SCALE = {"ring": 1.0, "grid": 4.0}
+#: Default batch size per mixture. Measured over seeds 0-2 (docs/gan/RESULTS.md): on the grid,
+#: 128 traded modes for sharpness (17 of 25 modes on seed 1), 256 kept 20-22; on the ring, 256
+#: lost a mode on seed 2 and 128, with twice the steps, kept all 8.
+BATCH_SIZE = {"ring": 128, "grid": 256}
+
+
+def build_parser():
+    p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:]))
+    cli.add_common_args(p, epochs=20, batch_size=None, lr=5e-4, out=None,
+                        data_help="not used: the toy data is drawn from the mixture (--mixture, --train-size)")
+    for action in p._actions:  # the default depends on --mixture: say so instead of "(default: None)"
+        if action.dest == "batch_size":
+            # "%(default).0s" formats to nothing; its presence stops the formatter appending "(default: None)"
+            action.help = ("examples per step (default: "
+                           + ", ".join(f"{v} for the {k}" for k, v in sorted(BATCH_SIZE.items())) + ")%(default).0s")
+    g = p.add_argument_group("toy GAN")
+    g.add_argument("--mixture", choices=sorted(MIXTURES), default="grid", help="which mixture of Gaussians")
+    g.add_argument("--loss", choices=("nonsaturating", "minimax"), default="nonsaturating",
+                   help="generator loss: nonsaturating -E log D(G(z)) or minimax E log(1 - D(G(z)))")
+    g.add_argument("--k", type=int, default=1, help="discriminator updates per generator update (Algorithm 1's k)")
+    g.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1 (beta2 is 0.999)")
+    g.add_argument("--latent-dim", type=int, default=2, help="size of the noise z")
+    g.add_argument("--width", type=int, default=128, help="units per hidden layer of G and D")
+    g.add_argument("--depth", type=int, default=3, help="hidden layers of G and D")
+    g.add_argument("--train-size", type=int, default=400_000, help="points drawn from the mixture for training")
+    g.add_argument("--lr-decay", choices=("none", "linear"), default="linear",
+                   help="linear: both learning rates fall linearly to 0 over the run, which sharpens the modes at the end")
+    g.add_argument("--num-samples", type=int, default=2500, help="samples scored at the end and saved to samples.npy")
+    return p
+
+
+def default_out(args):
+    return f"runs/gan_toy2d-{args.mixture}"
+
+
+def to_device(batch):
+    return (tensor(backend.to_device(batch[0])),)
+
+
+def build(args):
+    scale = SCALE[args.mixture]
+    G = ToyGenerator(args.latent_dim, args.width, args.depth, scale=scale)
+    D = ToyDiscriminator(args.width, args.depth, scale=scale)
+    # 2500 fixed noise vectors: the density image needs many points, not a grid of 64
+    decay = args.epochs * (args.train_size // (args.k * args.batch_size)) if args.lr_decay == "linear" else None
+    return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999), image_range=None,
+                      num_fixed=2500, lr_decay_steps=decay)
+
+
+def score(samples, mixture):
+    m = MIXTURES[mixture]
+    return mode_metrics(samples, m.means, m.sigma)
+
+
+def density_image(points, extent, bins=120):
+    """A (1, 1, bins, bins) image in [0, 1]: log-scaled 2-D histogram, ink where samples are (y up)."""
+    finite = points[np.isfinite(points).all(axis=1)]
+    hist, _, _ = np.histogram2d(finite[:, 1], finite[:, 0], bins=bins, range=[[-extent, extent]] * 2)
+    ink = np.log1p(hist)
+    ink = ink / ink.max() if ink.max() > 0 else ink
+    return (1.0 - ink[::-1])[None, None].astype(np.float32)  # row 0 is the top: flip y
+
+
+def scatter_plot(path, samples, mixture, title):
+    """Samples as dots, the mixture's means as crosses, with matplotlib's Agg canvas (no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m, extent = MIXTURES[mixture], EXTENT[mixture]
+    fig = Figure(figsize=(5.0, 5.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4, color="tab:blue", label="G(z)")
+    ax.scatter(m.means[:, 0], m.means[:, 1], s=40, marker="x", color="tab:red", label="mixture means")
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize="small")
+    ax.legend(loc="upper right", fontsize="small")
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png", dpi=100)
+
+
+def describe(result, mixture):
+    return (f"{result['modes_captured']} of {MIXTURES[mixture].n_modes} modes captured, "
+            f"{result['high_quality_fraction']:.1%} high-quality samples, reverse KL {result['reverse_kl']:.3f}")
+
+
+def epoch_hooks(trainer, args):
+    extent = EXTENT[args.mixture]
+
+    def density(epoch, out):
+        save_grid(Path(out) / f"grid_epoch{epoch + 1:03d}.png", density_image(trainer.sample_fixed(), extent),
+                  scale=3)
+
+    def scatter_and_score(epoch, out):
+        samples = trainer.generate(args.num_samples, seed=args.seed + 1000)["samples"]
+        result = score(samples, args.mixture)
+        scatter_plot(Path(out) / f"scatter_epoch{epoch + 1:03d}.png", samples, args.mixture,
+                     f"{args.mixture}, epoch {epoch + 1}\n{describe(result, args.mixture)}")
+        with CSVLog(Path(out) / "metrics.csv") as log:
+            log.log(epoch=epoch + 1, modes_captured=result["modes_captured"],
+                    high_quality_fraction=result["high_quality_fraction"], reverse_kl=result["reverse_kl"])
+        print(f"epoch {epoch + 1}: {describe(result, args.mixture)}", file=sys.stderr)
+
+    return [density, scatter_and_score]
+
+
+def main(argv=None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    cli.positive(p, args, "epochs", "batch-size", "lr", "k", "latent-dim", "width", "depth", "train-size",
+                 "log-every", "checkpoint-every", "max-steps", "num-samples")
+    if not 0 <= args.beta1 < 1:
+        p.error(f"--beta1 must be in [0, 1), got {args.beta1}")
+    cli.use_backend(args.backend)
+    if args.resume is not None:
+        if args.resume is True:
+            args.out = args.out or default_out(args)
+        args = cli.resolve_resume(p, args, ARCHITECTURE)
+    args.out = args.out or default_out(args)
+    if args.batch_size is None:
+        args.batch_size = BATCH_SIZE[args.mixture]
+    started = time.perf_counter()
+
+    with cli.friendly_errors(DataError, TrainingError, CheckpointError, OSError):
+        # The training set depends on the seed only, so a resumed run sees the same points.
+        data = sample_mixture(args.mixture, args.train_size, np.random.default_rng([args.seed, 2]))
+        backend.seed(args.seed)
+        trainer = build(args)
+        config = LoopConfig(out=args.out, epochs=args.epochs, batch_size=args.k * args.batch_size, seed=args.seed,
+                            log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                            num_samples=args.num_samples, max_steps=args.max_steps,
+                            resume=args.resume is not None, progress=not args.no_progress, extra=vars(args))
+        if args.resume is None:  # a new run starts a new metrics.csv, as fit() does with log.csv
+            (Path(args.out) / "metrics.csv").unlink(missing_ok=True)
+        out = fit(trainer, (data,), config, to_device, epoch_hooks=epoch_hooks(trainer, args))
+        seconds = time.perf_counter() - started
+        samples = np.load(out / "samples.npy")
+        result = score(samples, args.mixture)
+        summary = {"mixture": args.mixture, "seed": args.seed, "num_samples": len(samples),
+                   "modes_captured": result["modes_captured"], "n_modes": MIXTURES[args.mixture].n_modes,
+                   "high_quality_fraction": result["high_quality_fraction"], "reverse_kl": result["reverse_kl"],
+                   "counts": result["counts"].tolist(), "seconds": seconds}
+        with atomic_write(out / "metrics.json") as fh:
+            fh.write(json.dumps(summary, indent=2).encode())
+    print(f"{args.mixture}, seed {args.seed}, {len(samples)} samples: {describe(result, args.mixture)} "
+          f"({seconds:.0f} s)")
+    print(f"done: {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Networks of the minimax GAN (Goodfellow et al. 2014) and the conditional GAN (Mirza & Osindero 2014).
+
+Every discriminator returns *logits* of shape (N,): D(x) = sigmoid(logit), and
+the losses in :mod:`tinygan.losses` work on the logits so that they stay finite.
+Generators map z ~ N(0, I) of shape (N, latent_dim) to samples; image
+generators end in tanh, i.e. images in [-1, 1] (NCHW).
+
+* :class:`MLPGenerator` / :class:`MLPDiscriminator`: fully connected, as in
+  the GAN paper's MNIST model (the paper's D used maxout and dropout; here
+  LeakyReLU(0.2) and optional dropout, the common modern substitute).
+* :class:`DCGANGenerator` / :class:`DCGANDiscriminator`: the DCGAN recipe
+  (Radford et al. 2016) sized for 28x28: transposed convolutions, batch norm,
+  ReLU in G and LeakyReLU(0.2) in D, no pooling, ``nn.init.dcgan_``.
+* Conditional variants (``num_classes`` set, or the ``Conditional*`` classes):
+  G(z | y) and D(x | y). As in Mirza & Osindero's MNIST model, z (or x) and
+  the one-hot y are each mapped by their own hidden layer and the two hidden
+  layers are joined (concatenated) before the rest of the network. The
+  DCGAN variants join the one-hot y to z (as a 1x1 map) and, in D, to the
+  image as ``num_classes`` constant planes.
+* :class:`ToyGenerator` / :class:`ToyDiscriminator`: small MLPs for the 2-D
+  mixtures (ring, grid).
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from .. import functional as F
+from .. import nn
+from ..tensor import Tensor
+
+__all__ = ["MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator",
+           "ConditionalMLPGenerator", "ConditionalMLPDiscriminator",
+           "ConditionalDCGANGenerator", "ConditionalDCGANDiscriminator",
+           "ToyGenerator", "ToyDiscriminator"]
+
+
+def _check_labels(module, labels, n):
+    """The label argument of a forward pass: required and well-formed iff the module is conditional."""
+    name = type(module).__name__
+    if module.num_classes is None:
+        if labels is not None:
+            raise ValueError(f"{name} is unconditional but got labels; build it with num_classes=... "
+                             "for a conditional GAN")
+        return None
+    if labels is None:
+        raise ValueError(f"{name} is conditional (num_classes={module.num_classes}) and needs labels "
+                         f"of shape ({n},)")
+    lab = labels.data if isinstance(labels, Tensor) else labels
+    if tuple(lab.shape) != (n,):
+        raise ValueError(f"{name}: labels must have shape ({n},) to match the batch, got {tuple(lab.shape)}")
+    if lab.dtype.kind not in "iu":
+        raise ValueError(f"{name}: labels must be integers in [0, {module.num_classes}), got dtype {lab.dtype}")
+    # Values outside [0, num_classes) are not checked: that would need a device-to-host
+    # transfer in every step. They would give an all-zero one-hot row.
+    return F.one_hot(lab, module.num_classes)
+
+
+def _as_tuple(hidden, name):
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    if not hidden or any((not isinstance(h, int)) or h < 1 for h in hidden):
+        raise ValueError(f"{name}: hidden must be one or more positive layer widths, got {hidden!r}")
+    return hidden
+
+
+def _check_num_classes(num_classes, name):
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
+        raise ValueError(f"{name}: num_classes must be an int >= 2 (or None for an unconditional model), "
+                         f"got {num_classes!r}")
+
+
+class MLPGenerator(nn.Module):
+    """z -> fully connected layers with LeakyReLU(0.2) -> prod(out_shape) -> reshape.
+
+    Conditional (``num_classes`` set), as Mirza & Osindero: z and the one-hot y
+    are mapped by separate first layers (widths ``hidden[0]`` and
+    ``label_dim``, by default also ``hidden[0]``: the paper's G gives the label
+    the larger layer, 1000 units against z's 200) whose outputs are concatenated:
+
+        h_1 = [lrelu(W_z z + b_z), lrelu(W_y onehot(y) + b_y)],   h_{i+1} = lrelu(W_i h_i + b_i)
+
+    ``output``: "tanh" for images in [-1, 1], None for unbounded outputs (the toy).
+    ``batch_norm`` adds BatchNorm1d after each hidden layer but the first.
+    """
+
+    def __init__(self, latent_dim=100, hidden=(256, 512, 1024), out_shape=(1, 28, 28), output="tanh",
+                 num_classes=None, label_dim=None, batch_norm=False, negative_slope=0.2):
+        super().__init__()
+        name = type(self).__name__
+        hidden = _as_tuple(hidden, name)
+        _check_num_classes(num_classes, name)
+        if output not in ("tanh", None):
+            raise ValueError(f"{name}: output must be 'tanh' or None, got {output!r}")
+        self.latent_dim, self.hidden, self.out_shape = latent_dim, hidden, tuple(out_shape)
+        self.output, self.num_classes, self.negative_slope = output, num_classes, negative_slope
+        self.label_dim = (label_dim or hidden[0]) if num_classes else 0
+        self.fc_in = nn.Linear(latent_dim, hidden[0])
+        if num_classes:
+            self.fc_label = nn.Linear(num_classes, self.label_dim)
+        layers = []
+        width = hidden[0] + self.label_dim
+        for h in hidden[1:]:
+            layers.append(nn.Linear(width, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.LeakyReLU(negative_slope))
+            width = h
+        layers.append(nn.Linear(width, math.prod(self.out_shape)))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z, labels=None):
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"{type(self).__name__}: expected noise of shape (N, {self.latent_dim}), got {z.shape}")
+        onehot = _check_labels(self, labels, z.shape[0])
+        h = F.leaky_relu(self.fc_in(z), self.negative_slope)
+        if onehot is not None:
+            h = F.concat([h, F.leaky_relu(self.fc_label(onehot), self.negative_slope)], axis=1)
+        out = self.body(h)
+        if self.output == "tanh":
+            out = F.tanh(out)
+        return out.reshape((z.shape[0],) + self.out_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """x (any shape, flattened) -> fully connected layers with LeakyReLU(0.2) -> one logit per sample.
+
+    Conditional: x and onehot(y) are mapped by separate first layers and joined,
+    as in :class:`MLPGenerator`; the label's layer is by default a quarter as wide
+    as x's (the paper's D: 50 maxout units for y, 240 for x). ``dropout`` (after
+    each hidden layer) is the GAN paper's regulariser of D.
+    """
+
+    def __init__(self, in_shape=(1, 28, 28), hidden=(512, 256), num_classes=None, label_dim=None,
+                 dropout=0.0, negative_slope=0.2):
+        super().__init__()
+        name = type(self).__name__
+        hidden = _as_tuple(hidden, name)
+        _check_num_classes(num_classes, name)
+        self.in_shape, self.hidden, self.num_classes = tuple(in_shape), hidden, num_classes
+        self.negative_slope, self.dropout = negative_slope, dropout
+        self.label_dim = (label_dim or max(hidden[0] // 4, 16)) if num_classes else 0
+        self.fc_in = nn.Linear(math.prod(self.in_shape), hidden[0])
+        if num_classes:
+            self.fc_label = nn.Linear(num_classes, self.label_dim)
+        layers = []
+        width = hidden[0] + self.label_dim
+        for h in hidden[1:]:
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            layers += [nn.Linear(width, h), nn.LeakyReLU(negative_slope)]
+            width = h
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(width, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x, labels=None):
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"{type(self).__name__}: expected inputs of shape (N, {', '.join(map(str, self.in_shape))}), "
+                             f"got {x.shape}")
+        n = x.shape[0]
+        onehot = _check_labels(self, labels, n)
+        h = F.leaky_relu(self.fc_in(x.reshape(n, -1)), self.negative_slope)
+        if onehot is not None:
+            h = F.concat([h, F.leaky_relu(self.fc_label(onehot), self.negative_slope)], axis=1)
+        return self.body(h).reshape(n)
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator for 28x28 (Radford et al. 2016, sized down from 64x64):
+
+        z (N, latent, 1, 1) -ConvT 7x7-> 7x7x2f -BN-ReLU-ConvT 4x4/2-> 14x14xf -BN-ReLU-ConvT 4x4/2-> 28x28xc -tanh
+
+    Conditional: the one-hot label is concatenated to z before the first layer.
+    Initialised with ``nn.init.dcgan_`` (weights N(0, 0.02), BN scales N(1, 0.02)).
+    """
+
+    def __init__(self, latent_dim=100, filters=32, channels=1, num_classes=None):
+        super().__init__()
+        _check_num_classes(num_classes, type(self).__name__)
+        self.latent_dim, self.filters, self.channels, self.num_classes = latent_dim, filters, channels, num_classes
+        f = filters
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim + (num_classes or 0), 2 * f, 7, 1, 0, bias=False),
+            nn.BatchNorm2d(2 * f), nn.ReLU(),
+            nn.ConvTranspose2d(2 * f, f, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(f), nn.ReLU(),
+            nn.ConvTranspose2d(f, channels, 4, 2, 1),
+            nn.Tanh(),
+        )
+        nn.init.dcgan_(self)
+
+    def forward(self, z, labels=None):
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"{type(self).__name__}: expected noise of shape (N, {self.latent_dim}), got {z.shape}")
+        n = z.shape[0]
+        onehot = _check_labels(self, labels, n)
+        if onehot is not None:
+            z = F.concat([z, onehot], axis=1)
+        return self.net(z.reshape(n, -1, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator for 28x28: strided convs, LeakyReLU(0.2), BN except on the first layer:
+
+        x 28x28xc -Conv 4x4/2-> 14x14xf -LReLU-Conv 4x4/2-> 7x7x2f -BN-LReLU-Conv 7x7-> 1 logit
+
+    Conditional: ``num_classes`` constant planes holding onehot(y) are joined to
+    the image, so every filter of the first layer sees the label.
+    """
+
+    def __init__(self, filters=32, channels=1, num_classes=None):
+        super().__init__()
+        _check_num_classes(num_classes, type(self).__name__)
+        self.filters, self.channels, self.num_classes = filters, channels, num_classes
+        f = filters
+        self.net = nn.Sequential(
+            nn.Conv2d(channels + (num_classes or 0), f, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(f, 2 * f, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * f), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * f, 1, 7, 1, 0),
+        )
+        nn.init.dcgan_(self)
+
+    def forward(self, x, labels=None):
+        if x.ndim != 4 or tuple(x.shape[1:]) != (self.channels, 28, 28):
+            raise ValueError(f"{type(self).__name__}: expected images of shape (N, {self.channels}, 28, 28), got {x.shape}")
+        n = x.shape[0]
+        onehot = _check_labels(self, labels, n)
+        if onehot is not None:
+            xp = backend.get_array_module(x.data)
+            planes = xp.broadcast_to(onehot.reshape(n, -1, 1, 1), (n, self.num_classes, 28, 28))
+            x = F.concat([x, Tensor(xp.ascontiguousarray(planes))], axis=1)
+        return self.net(x).reshape(n)
+
+
+class ConditionalMLPGenerator(MLPGenerator):
+    """:class:`MLPGenerator` with ``num_classes=10`` by default: G(z | y)."""
+
+    def __init__(self, latent_dim=100, hidden=(256, 512, 1024), out_shape=(1, 28, 28), num_classes=10, **kwargs):
+        super().__init__(latent_dim, hidden, out_shape, num_classes=num_classes, **kwargs)
+
+
+class ConditionalMLPDiscriminator(MLPDiscriminator):
+    """:class:`MLPDiscriminator` with ``num_classes=10`` by default: D(x | y)."""
+
+    def __init__(self, in_shape=(1, 28, 28), hidden=(512, 256), num_classes=10, **kwargs):
+        super().__init__(in_shape, hidden, num_classes=num_classes, **kwargs)
+
+
+class ConditionalDCGANGenerator(DCGANGenerator):
+    """:class:`DCGANGenerator` with ``num_classes=10`` by default."""
+
+    def __init__(self, latent_dim=100, filters=32, channels=1, num_classes=10):
+        super().__init__(latent_dim, filters, channels, num_classes)
+
+
+class ConditionalDCGANDiscriminator(DCGANDiscriminator):
+    """:class:`DCGANDiscriminator` with ``num_classes=10`` by default."""
+
+    def __init__(self, filters=32, channels=1, num_classes=10):
+        super().__init__(filters, channels, num_classes)
+
+
+class ToyGenerator(MLPGenerator):
+    """z (latent_dim) -> ``depth`` hidden layers of ``width`` units, LeakyReLU(0.2) -> a 2-D point.
+
+    ``scale`` (a constant, not trained) multiplies the output: the layers work
+    in units where the data spans about [-1, 1] (the grid's means reach +-4),
+    as default initialisations assume, while G's samples are in the data's own units.
+    """
+
+    def __init__(self, latent_dim=2, width=128, depth=3, scale=1.0, batch_norm=False):
+        super().__init__(latent_dim, (width,) * depth, out_shape=(2,), output=None, batch_norm=batch_norm)
+        if not scale > 0:
+            raise ValueError(f"ToyGenerator: scale must be positive, got {scale!r}")
+        self.scale = float(scale)
+
+    def forward(self, z, labels=None):
+        return super().forward(z, labels) * self.scale
+
+
+class ToyDiscriminator(MLPDiscriminator):
+    """A 2-D point / ``scale`` -> ``depth`` hidden layers of ``width`` units, LeakyReLU(0.2) -> one logit."""
+
+    def __init__(self, width=128, depth=3, scale=1.0):
+        super().__init__(in_shape=(2,), hidden=(width,) * depth)
+        if not scale > 0:
+            raise ValueError(f"ToyDiscriminator: scale must be positive, got {scale!r}")
+        self.scale = float(scale)
+
+    def forward(self, x, labels=None):
+        return super().forward(x * (1.0 / self.scale), labels)
