@@ -75,7 +75,7 @@ def build_parser(conditional=False, doc=__doc__):
     g.add_argument("--latent-dim", type=int, default=100, help="size of the noise z")
     g.add_argument("--g-hidden", type=widths, default=(256, 512, 1024), help="mlp: G's hidden layer widths")
     g.add_argument("--d-hidden", type=widths, default=(512, 256), help="mlp: D's hidden layer widths")
-    g.add_argument("--dropout", type=float, default=0.0, help="mlp: dropout after D's hidden layers")
+    g.add_argument("--dropout", type=float, default=0.0, help="mlp: dropout after D's hidden layers (0: none)")
     g.add_argument("--filters", type=int, default=32, help="dcgan: filters of the widest layer pair (f, 2f)")
     g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=conditional,
                    help="mlp: batch norm after G's hidden layers (but the first); it keeps the conditional "

@@ -178,6 +178,30 @@ def test_resume_gives_identical_parameters(tmp_path):
     assert [r.split(",")[:6] for r in log_a] == [r.split(",")[:6] for r in log_b]
 
 
+def test_resume_at_an_epoch_boundary_is_exact_even_when_hooks_draw_noise(tmp_path):
+    class Crash(Exception):
+        pass
+
+    def run_with_hook(out, steps, resume=False, crash=False):
+        tr = tiny_trainer(seed=5)
+        data = (np.random.default_rng(0).integers(0, 256, (12, 3, 32, 32), dtype=np.uint8),)
+        cfg = LoopConfig(out=str(out), epochs=3, batch_size=4, seed=5, log_every=2, checkpoint_every=100,
+                         max_steps=steps, resume=resume, progress=False)
+
+        def hook(epoch, run):
+            tr.generate(3)  # draws noise from the library's generator
+            if crash:
+                raise Crash  # the process dies after the epoch's checkpoint, during its hooks
+        fit(tr, data, cfg, to_device, epoch_hooks=[hook])
+        return tr
+    straight = run_with_hook(tmp_path / "a", 6)
+    with pytest.raises(Crash):
+        run_with_hook(tmp_path / "b", 6, crash=True)
+    resumed = run_with_hook(tmp_path / "b", 6, resume=True)
+    for p, q in zip(straight.G.parameters(), resumed.G.parameters()):
+        assert np.array_equal(p.data, q.data)
+
+
 def test_resume_refuses_another_architecture(tmp_path):
     run(tmp_path, 2)
     backend.seed(0)

@@ -236,7 +236,7 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
                     for every, hook in step_hooks:
                         if every and step % every == 0:
                             flush()
-                            hook(step, out)
+                            _without_touching_rng(hook, step, out)
                             interval_start = time.perf_counter()  # hooks' time is not step time
                     if step % config.checkpoint_every == 0:
                         flush()
@@ -255,7 +255,7 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
                     if (out / LOG).exists():
                         plot_curves(out / LOG, out / CURVES, trainer.curve_panels, smooth=20)
                     for hook in epoch_hooks:
-                        hook(finished, out)
+                        _without_touching_rng(hook, finished, out)
                     interval_start = time.perf_counter()
             flush()
             save()
@@ -270,6 +270,20 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
             with atomic_write(out / f"{name}.npy") as fh:
                 np.save(fh, array, allow_pickle=False)
     return out
+
+
+def _without_touching_rng(hook, index, out):
+    """Run a hook (sample grids, metrics) without shifting training's random stream.
+
+    Hooks run after a checkpoint may have been saved; one that drew noise from
+    the library's generator would otherwise make a resumed run differ from a
+    straight one.
+    """
+    state = backend.rng_state()
+    try:
+        hook(index, out)
+    finally:
+        backend.set_rng_state(state)
 
 
 def _to_host_rows(pending):
