@@ -13,7 +13,7 @@ NCHW images, conv weight (out, in, kh, kw), transposed-conv weight
 
 Convolution is im2col through strided views (``lib.stride_tricks.as_strided``)
 and one large GEMM; its adjoint, col2im, is a sum over the kh*kw kernel
-positions of strided slices. No scatter (``add.at``), no loop over pixels.
+positions of strided slices. No scatter-add, no loop over pixels.
 3x3 convs at stride 1 (nearly all of BEGAN's work) take Winograd's F(4x4, 3x3)
 instead, a batch of GEMMs between small-matrix transforms, forward and
 backward alike (``_conv2d_winograd``); its output is an NCHW view of
