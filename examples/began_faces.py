@@ -20,7 +20,6 @@ samples.npy and checkpoint.npz.
 from __future__ import annotations
 
 import csv
-import os
 import sys
 from pathlib import Path
 

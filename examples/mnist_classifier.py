@@ -25,10 +25,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # gan_mnist.py beside this file
 
-from tinygan import backend, cli  # noqa: E402
+from tinygan import cli  # noqa: E402
 from tinygan import mnist_judge  # noqa: E402
 from tinygan.checkpoint import CheckpointError  # noqa: E402
-from tinygan.data import DataError, load_mnist  # noqa: E402
+from tinygan.data import DataError  # noqa: E402
 from tinygan.images import save_grid  # noqa: E402
 from tinygan.training import LoopConfig, TrainingError  # noqa: E402
 from gan_mnist import load_mnist_or_explain  # noqa: E402  (examples/ is on the path when run as a script)

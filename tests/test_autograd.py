@@ -13,13 +13,6 @@ TOL = dict(eps=1e-6, atol=1e-7, rtol=1e-5)
 tensor_module = importlib.import_module("tinygan.tensor")
 
 
-@pytest.fixture(autouse=True)
-def _numpy_backend():
-    backend.use("numpy")
-    backend.seed(0)
-    yield
-    backend.use("numpy")
-
 
 def T(a, requires_grad=True, dtype=np.float64):
     return tg.Tensor(np.array(a, dtype=dtype), requires_grad=requires_grad)

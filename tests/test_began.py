@@ -17,12 +17,6 @@ from tinygan.training import BEGANTrainer, LoopConfig, LRStallSchedule, Training
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def numpy_backend():
-    backend.use("numpy")
-    yield
-    backend.use("numpy")
-
 
 def tiny_trainer(seed=0, size=32, **kw):
     backend.seed(seed)

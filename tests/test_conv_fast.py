@@ -28,13 +28,6 @@ TOL = dict(eps=1e-6, atol=1e-7, rtol=1e-5)
 _DIRECT = F._conv2d_direct  # the reference, kept before any test patches it away
 
 
-@pytest.fixture(autouse=True)
-def _numpy_backend():
-    backend.use("numpy")
-    backend.seed(0)
-    yield
-    backend.use("numpy")
-
 
 @pytest.fixture
 def winograd_only(monkeypatch):

@@ -21,13 +21,6 @@ SOURCES = sorted(PACKAGE.rglob("*.py"))
 ENGINE_WITHOUT_NUMPY = ("tensor.py", "functional.py", "nn.py", "optim.py")
 
 
-@pytest.fixture(autouse=True)
-def _numpy_backend():
-    backend.use("numpy")
-    backend.seed(0)
-    yield
-    backend.use("numpy")
-
 
 # ---- (a) the source, read with ast ------------------------------------------------------
 

@@ -19,13 +19,6 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 sys.path.insert(0, str(REPO / "examples"))
 
 
-@pytest.fixture(autouse=True)
-def numpy_backend():
-    backend.use("numpy")
-    backend.seed(0)
-    yield
-    backend.use("numpy")
-
 
 def labels_of(n, classes=10):
     return backend.to_device(np.arange(n) % classes)

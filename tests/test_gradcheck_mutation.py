@@ -19,13 +19,6 @@ tensor_module = importlib.import_module("tinygan.tensor")  # tinygan.tensor the 
 TOL = dict(eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-@pytest.fixture(autouse=True)
-def _numpy_backend():
-    backend.use("numpy")
-    backend.seed(0)
-    yield
-    backend.use("numpy")
-
 
 def T(a, requires_grad=True):
     return tg.Tensor(np.array(a, dtype=np.float64), requires_grad=requires_grad)

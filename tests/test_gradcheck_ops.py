@@ -24,13 +24,6 @@ from tinygan import functional as F
 TOL = dict(eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-@pytest.fixture(autouse=True)
-def _numpy_backend():
-    backend.use("numpy")
-    backend.seed(0)
-    yield
-    backend.use("numpy")
-
 
 # ---- helpers -----------------------------------------------------------------
 

@@ -10,13 +10,6 @@ from tinygan import backend, nn, optim
 from tinygan import functional as F
 
 
-@pytest.fixture(autouse=True)
-def _numpy_backend():
-    backend.use("numpy")
-    backend.seed(0)
-    yield
-    backend.use("numpy")
-
 
 def normal(shape, seed):
     return np.random.default_rng(seed).standard_normal(shape)

@@ -43,7 +43,7 @@ from . import backend
 from . import functional as F
 from . import metrics
 from . import nn
-from .checkpoint import CheckpointError, check_state_matches, load_checkpoint, save_checkpoint
+from .checkpoint import check_state_matches, load_checkpoint, save_checkpoint
 from .optim import Adam
 from .tensor import Tensor, no_grad, tensor
 
