@@ -110,7 +110,7 @@ def density_image(points, extent, bins=120):
 
 
 def scatter_plot(path, samples, mixture, title):
-    """Samples as dots, the mixture's means as crosses, with matplotlib's Agg canvas (no pyplot)."""
+    """Samples as dots over the mixture's means as rings, with matplotlib's Agg canvas (no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -118,8 +118,10 @@ def scatter_plot(path, samples, mixture, title):
     fig = Figure(figsize=(5.0, 5.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4, color="tab:blue", label="G(z)")
-    ax.scatter(m.means[:, 0], m.means[:, 1], s=40, marker="x", color="tab:red", label="mixture means")
+    # hollow rings under the dots: a cross drawn on top hid the very samples that capture a mode
+    ax.scatter(m.means[:, 0], m.means[:, 1], s=90, marker="o", facecolors="none", edgecolors="tab:red",
+               linewidths=1.0, zorder=1, label="mixture means")
+    ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.5, color="tab:blue", zorder=2, label="G(z)")
     ax.set_xlim(-extent, extent)
     ax.set_ylim(-extent, extent)
     ax.set_aspect("equal")
