@@ -169,3 +169,56 @@ def uniform(low, high, shape, dtype=None):
     """Uniform samples in [low, high) on the current backend."""
     dt = np.dtype(dtype or DEFAULT_DTYPE)
     return to_device((low + (high - low) * _rng.random(shape, dtype=np.float64)).astype(dt))
+
+
+# ---- device clock, memory and identity (for tinygan.doctor and tinygan.bench) ----------
+# Added for issue 10 (doctor, benchmark); each is a no-op or None off CuPy, so callers need
+# no backend test of their own.
+
+def synchronize():
+    """Wait until the current GPU has finished the work queued so far (nothing to wait for on numpy/strict)."""
+    if _name == "cupy":
+        _xp.cuda.Device().synchronize()
+
+
+def memory_pool_reset():
+    """Free the blocks CuPy's memory pool caches but nobody uses, so that
+    :func:`memory_pool_held` afterwards reads the high-water mark of what follows."""
+    if _name == "cupy":
+        synchronize()
+        _xp.get_default_memory_pool().free_all_blocks()
+
+
+def memory_pool_held():
+    """Bytes of GPU memory CuPy's default pool holds now, or None off CuPy.
+
+    The pool never gives memory back by itself, so after :func:`memory_pool_reset`
+    this is the peak of the memory in use since then, rounded up by the pool's
+    block sizes (an upper bound, within a few percent at training sizes).
+    """
+    if _name != "cupy":
+        return None
+    return int(_xp.get_default_memory_pool().total_bytes())
+
+
+def device_info():
+    """{"name", "memory_bytes", "cuda_runtime", "cuda_driver", "device"} of the current GPU, or None off CuPy."""
+    if _name != "cupy":
+        return None
+    rt = _xp.cuda.runtime
+    dev = _xp.cuda.Device()
+    props = rt.getDeviceProperties(dev.id)
+    name = props["name"]
+    return {"device": dev.id, "name": name.decode() if isinstance(name, bytes) else str(name),
+            "memory_bytes": int(props["totalGlobalMem"]),
+            "cuda_runtime": rt.runtimeGetVersion(), "cuda_driver": rt.driverGetVersion()}
+
+
+def select_device(n: int):
+    """Make GPU ``n`` (CuPy's numbering, i.e. within CUDA_VISIBLE_DEVICES) current; needs backend 'cupy'."""
+    if _name != "cupy":
+        raise BackendError(f"--device {n} needs the cupy backend, but the backend is {_name!r}")
+    count = _xp.cuda.runtime.getDeviceCount()
+    if not 0 <= n < count:
+        raise BackendError(f"no GPU {n}: {count} visible (numbered 0..{count - 1} within CUDA_VISIBLE_DEVICES)")
+    _xp.cuda.Device(n).use()
