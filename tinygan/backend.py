@@ -37,6 +37,16 @@ _xp = np
 _rng = np.random.default_rng(0)
 
 
+def _cupy_package():
+    """The cupy module if the package is installed, else None; touches no GPU (the strict
+    emulation reads CuPy's API from it)."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
 def _load_cupy():
     try:
         import cupy
