@@ -202,3 +202,38 @@ def test_swd_unequal_counts_and_errors():
         sliced_wasserstein(np.zeros((2, 1, 16, 16)), np.zeros((2, 3, 16, 16)))
     with pytest.raises(ValueError, match="fake contains NaN"):
         sliced_wasserstein(np.zeros((2, 1, 16, 16)), np.full((2, 1, 16, 16), np.nan))
+
+
+# --------------------------------------------------------------------------
+# sliced_wasserstein on a device backend (the strict emulation stands in for CuPy)
+# --------------------------------------------------------------------------
+
+def test_swd_on_a_device_gives_the_host_values_with_one_transfer():
+    from tinygan import _strict, backend
+    real = _smooth_images(6, 32, 3, 0)
+    fake = _smooth_images(6, 32, 3, 1)
+    host = sliced_wasserstein(real, fake, rng=4, **FAST)
+    backend.use("strict")
+    d_real, d_fake = backend.to_device(real), backend.to_device(fake)
+    _strict.reset_transfers()
+    dev = sliced_wasserstein(d_real, d_fake, rng=4, **FAST)
+    assert _strict.transfers == 1
+    assert dev["levels"] == host["levels"] and dev["n_images"] == host["n_images"]
+    np.testing.assert_allclose(dev["swd"], host["swd"], rtol=1e-6)
+    assert isinstance(dev["mean"], float) and all(isinstance(v, float) for v in dev["swd"])
+    # a host set with a device set: the host one follows to the device
+    _strict.reset_transfers()
+    mixed = sliced_wasserstein(real, d_fake, rng=4, **FAST)
+    assert _strict.transfers == 1
+    np.testing.assert_allclose(mixed["swd"], host["swd"], rtol=1e-6)
+
+
+def test_swd_on_a_device_still_refuses_nan_images():
+    from tinygan import backend
+    backend.use("strict")
+    ok = backend.to_device(_smooth_images(2, 16, 1, 0))
+    bad = backend.to_device(np.full((2, 1, 16, 16), np.nan, np.float32))
+    with pytest.raises(ValueError, match="fake contains NaN"):
+        sliced_wasserstein(ok, bad, **FAST)
+    with pytest.raises(ValueError, match=r"C in \{1, 3\}"):
+        sliced_wasserstein(backend.to_device(np.zeros((2, 2, 16, 16))), backend.to_device(np.zeros((2, 2, 16, 16))))

@@ -13,9 +13,12 @@ these functions judge samples directly, without a pretrained network:
   Laplacian-pyramid patches of real and generated images (Karras et al. 2018),
   a multi-scale comparison of image statistics.
 
-All inputs are host NumPy arrays; copy device arrays over first (e.g. with
-``tinygan.backend.to_host``). Results are Python floats, ints and NumPy arrays,
-ready to log.
+Inputs are host NumPy arrays; copy device arrays over first (e.g. with
+``tinygan.backend.to_host``). The exception is :func:`sliced_wasserstein`,
+the per-epoch metric of the BEGAN example and the costly one: given device
+arrays it computes on their device (CuPy, or the strict emulation) and copies
+back only its few numbers, once. Results are Python floats, ints and NumPy
+arrays, ready to log.
 
 Metrics that need a classifier trained on MNIST (label entropy and class
 histogram of samples, Fréchet distance in the classifier's feature space,
@@ -29,6 +32,8 @@ import numbers
 import warnings
 
 import numpy as np
+
+from . import backend
 
 __all__ = ["mode_metrics", "frechet_distance", "sliced_wasserstein"]
 
@@ -215,15 +220,17 @@ _BINOMIAL5 = np.array([1.0, 4.0, 6.0, 4.0, 1.0], dtype=np.float32) / 16.0
 def _blur(x, gain=1.0):
     """Separable 5x5 binomial filter over the last two axes, edges mirrored.
 
-    ``np.pad(mode="reflect")`` mirrors without repeating the edge pixel
+    ``pad(mode="reflect")`` mirrors without repeating the edge pixel
     (d c b | a b c d | c b a), as scipy.ndimage's ``mode="mirror"`` in the
-    authors' code. The loop runs over the 5 taps, never over pixels.
+    authors' code. The loop runs over the 5 taps, never over pixels. Computed
+    with the array module of ``x`` (NumPy, CuPy or the strict emulation).
     """
+    xp = backend.get_array_module(x)
     h, w = x.shape[-2:]
-    k = _BINOMIAL5 * np.float32(gain)
-    p = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(2, 2), (0, 0)], mode="reflect")
+    k = [float(c) for c in _BINOMIAL5 * np.float32(gain)]   # the float32 taps, as Python numbers
+    p = xp.pad(x, [(0, 0)] * (x.ndim - 2) + [(2, 2), (0, 0)], mode="reflect")
     y = sum(k[i] * p[..., i:i + h, :] for i in range(5))
-    p = np.pad(y, [(0, 0)] * (x.ndim - 2) + [(0, 0), (2, 2)], mode="reflect")
+    p = xp.pad(y, [(0, 0)] * (x.ndim - 2) + [(0, 0), (2, 2)], mode="reflect")
     return sum(k[i] * p[..., :, i:i + w] for i in range(5))
 
 
@@ -239,7 +246,7 @@ def _pyr_up(x, shape):
     Cropping handles odd sizes, where downsampling rounded up.
     """
     n, c, h, w = x.shape
-    up = np.zeros((n, c, 2 * h, 2 * w), dtype=x.dtype)
+    up = backend.get_array_module(x).zeros((n, c, 2 * h, 2 * w), dtype=x.dtype)
     up[:, :, ::2, ::2] = x
     return _blur(up, gain=2.0)[:, :, :shape[0], :shape[1]]
 
@@ -265,22 +272,28 @@ def _random_patches(level, per_image, size, rng):
     """``per_image`` random ``size x size`` neighbourhoods of every image: (N * per_image, C, size, size).
 
     A strided view of all windows is indexed once with random (image, row,
-    column) triples, so the only memory used is that of the result.
+    column) triples, so the only memory used is that of the result. The
+    positions are drawn on the host from ``rng`` (the same numbers on every
+    backend) and moved to the level's device in one small copy each.
     """
+    xp = backend.get_array_module(level)
     n, _, h, w = level.shape
-    windows = np.lib.stride_tricks.sliding_window_view(level, (size, size), axis=(2, 3))
+    windows = xp.lib.stride_tricks.sliding_window_view(level, (size, size), axis=(2, 3))
     image = np.repeat(np.arange(n), per_image)
     rows = rng.integers(0, h - size + 1, size=n * per_image)
     cols = rng.integers(0, w - size + 1, size=n * per_image)
+    if xp is not np:
+        image, rows, cols = xp.asarray(image), xp.asarray(rows), xp.asarray(cols)
     return windows[image, :, rows, cols]
 
 
 def _normalised_descriptors(patches):
     """Zero mean and unit variance per colour channel over the whole set, flattened to rows."""
+    xp = backend.get_array_module(patches)
     mean = patches.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
     std = patches.std(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
     # A constant channel (e.g. blank images) has std 0: leave it unscaled.
-    std[std == 0] = 1.0
+    std = xp.where(std == 0, 1.0, std)
     out = ((patches - mean) / std).astype(np.float32)
     return out.reshape(len(out), -1)
 
@@ -289,8 +302,11 @@ def _sliced_wasserstein_1(a, b, n_projections, n_repeats, rng):
     """Mean over random unit directions of the 1-D Wasserstein-1 distance of the projections.
 
     For equal-sized sets the 1-D optimal transport pairs the sorted values, so
-    ``W1 = mean_i |sort(a . d)_i - sort(b . d)_i|``.
+    ``W1 = mean_i |sort(a . d)_i - sort(b . d)_i|``. The directions are drawn
+    on the host from ``rng``; the result is a 0-d float64 array on the
+    descriptors' device (no transfer here).
     """
+    xp = backend.get_array_module(a, b)
     n, dim = a.shape
     # Directions are projected in chunks so that the (n, chunk) projection
     # matrices stay near 64 MB however many descriptors there are.
@@ -299,23 +315,24 @@ def _sliced_wasserstein_1(a, b, n_projections, n_repeats, rng):
     for _ in range(n_repeats):
         dirs = rng.standard_normal((dim, n_projections))
         dirs = (dirs / np.linalg.norm(dirs, axis=0, keepdims=True)).astype(np.float32)
+        if xp is not np:
+            dirs = xp.asarray(dirs)
         total = 0.0
         for j in range(0, n_projections, chunk):
-            proj_a = np.sort(a @ dirs[:, j:j + chunk], axis=0)
-            proj_b = np.sort(b @ dirs[:, j:j + chunk], axis=0)
-            total += float(np.abs(proj_a - proj_b).sum(dtype=np.float64))
+            proj_a = xp.sort(a @ dirs[:, j:j + chunk], axis=0)
+            proj_b = xp.sort(b @ dirs[:, j:j + chunk], axis=0)
+            total = total + xp.abs(proj_a - proj_b).sum(dtype=np.float64)
         results.append(total / (n * n_projections))
-    return float(np.mean(results))
+    return xp.mean(xp.stack(results))
 
 
 def _check_image_batch(x, name):
+    """Shape checks (no data read); the finiteness check is the caller's (it reads every pixel)."""
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(
             f"{name} must be NCHW images (N, C, H, W) with C in {{1, 3}}, got shape {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} holds no images (shape {x.shape})")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf; expected finite pixel values")
 
 
 def sliced_wasserstein(real, fake, *, nhood_size=7, nhoods_per_image=128, n_projections=512,
@@ -349,6 +366,12 @@ def sliced_wasserstein(real, fake, *, nhood_size=7, nhoods_per_image=128, n_proj
         below); same C, H and W. If the counts differ, the first
         ``min(N_real, N_fake)`` images of each are used (with a warning), since
         the sorted matching needs equal numbers of descriptors.
+        Host (NumPy) or device arrays: with a device array (CuPy, or the
+        strict emulation) among them, everything is computed on that device,
+        the other set is copied there, and the only device-to-host transfer
+        is the result's handful of numbers at the end. The random positions
+        and directions come from the host generator either way, so a device
+        gives the host's values up to float32 rounding.
     nhood_size, nhoods_per_image : int
         Neighbourhood side and number of neighbourhoods per image and level.
     n_projections, n_repeats : int
@@ -385,10 +408,21 @@ def sliced_wasserstein(real, fake, *, nhood_size=7, nhoods_per_image=128, n_proj
                         ("min_resolution", min_resolution)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    real = _host_float64(real, "real")
-    fake = _host_float64(fake, "fake")
+    on_host = backend.is_host(real) and backend.is_host(fake)
+    if on_host:
+        real = _host_float64(real, "real")
+        fake = _host_float64(fake, "fake")
+    else:
+        # One set on the device is enough to compute there: the other follows it (a host set
+        # of real images is copied once per call; keep it on the device to save that copy).
+        xp = backend.get_array_module(*(v for v in (real, fake) if not backend.is_host(v)))
+        real, fake = (v if not backend.is_host(v) else xp.asarray(np.asarray(v)) for v in (real, fake))
     _check_image_batch(real, "real")
     _check_image_batch(fake, "fake")
+    if on_host:
+        for name, x in (("real", real), ("fake", fake)):
+            if not np.isfinite(x).all():
+                raise ValueError(f"{name} contains NaN or inf; expected finite pixel values")
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(
             f"real and fake images must have the same (C, H, W), got {real.shape[1:]} and "
@@ -418,8 +452,19 @@ def sliced_wasserstein(real, fake, *, nhood_size=7, nhoods_per_image=128, n_proj
             _normalised_descriptors(_random_patches(level, nhoods_per_image, nhood_size, rng))
             for level in pyramid])
 
-    swd = [1e3 * _sliced_wasserstein_1(a, b, n_projections, n_repeats, rng)
-           for a, b in zip(*descriptors)]
+    per_level = [_sliced_wasserstein_1(a, b, n_projections, n_repeats, rng) for a, b in zip(*descriptors)]
+    if on_host:
+        values = [float(v) for v in per_level]
+    else:
+        # the one device-to-host transfer: every level's distance and the two finiteness flags
+        xp = backend.get_array_module(real, fake)
+        flags = [xp.isfinite(x).all().astype(np.float64) for x in (real, fake)]
+        values = [float(v) for v in backend.to_host(xp.stack(per_level + flags))]
+        for name, flag in zip(("real", "fake"), values[len(per_level):]):
+            if not flag:
+                raise ValueError(f"{name} contains NaN or inf; expected finite pixel values")
+        values = values[:len(per_level)]
+    swd = [1e3 * v for v in values]
     return {
         "levels": [s[0] for s in sizes],
         "swd": swd,
