@@ -19,7 +19,7 @@ samples.npy and checkpoint.npz.
 """
 from __future__ import annotations
 
-import csv
+import argparse
 import sys
 from pathlib import Path
 
@@ -33,12 +33,15 @@ from tinygan.data import DataError, load_faces  # noqa: E402
 from tinygan.images import save_grid  # noqa: E402
 from tinygan.metrics import sliced_wasserstein  # noqa: E402
 from tinygan.models import BEGANDecoder, BEGANDiscriminator  # noqa: E402
-from tinygan.runlog import read_csv_log  # noqa: E402
+from tinygan.runlog import read_csv_log, write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
-from tinygan.training import BEGANTrainer, LoopConfig, TrainingError, fit, grid_hook, unflatten_state  # noqa: E402
+from tinygan.training import BEGANTrainer, fit, grid_hook, unflatten_state  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-ARCHITECTURE = ("size", "filters", "hidden", "skip", "crop", "gamma", "lambda_k", "batch_size", "seed",
-                "lr_min", "lr_window", "data")
+EXAMPLE = "began_faces"
+#: Flags that fix the model, its training rule or the data: a resumed run keeps them.
+RUN_OWN = ("size", "filters", "hidden", "skip", "crop", "gamma", "lambda_k", "batch_size", "seed",
+           "lr", "lr_min", "lr_window", "data")
 
 
 def build_parser():
@@ -49,24 +52,28 @@ def build_parser():
                   "default: download LFW deep-funneled (111 MB, md5-checked) into ~/.cache/tinygan")
     g = p.add_argument_group("BEGAN")
     g.add_argument("--size", type=int, choices=(32, 64, 128), default=64, help="image side in pixels")
-    g.add_argument("--filters", type=int, default=128, help="n: filters of the first scale (n, 2n, 3n, ... in the encoder), 128 as in the paper; 32 suits a CPU")
-    g.add_argument("--hidden", type=int, default=64, help="h: size of the code and of the noise z")
-    g.add_argument("--gamma", type=float, default=0.5, help="diversity ratio E[L(G(z))] / E[L(x)]; lower is sharper, less diverse")
-    g.add_argument("--lambda-k", type=float, default=0.001, help="learning rate of the balance term k_t")
-    g.add_argument("--lr-min", type=float, default=2e-5, help="floor of the learning rate when it is halved on a stall of M")
-    g.add_argument("--lr-window", type=int, default=3000,
+    g.add_argument("--filters", type=cli.positive_int, default=128, help="n: filters of the first scale (n, 2n, 3n, ... in the encoder), 128 as in the paper; 32 suits a CPU")
+    g.add_argument("--hidden", type=cli.positive_int, default=64, help="h: size of the code and of the noise z")
+    g.add_argument("--gamma", type=cli.unit_interval, default=0.5, help="diversity ratio E[L(G(z))] / E[L(x)] in (0, 1]; lower is sharper, less diverse")
+    g.add_argument("--lambda-k", type=cli.nonnegative_float, default=0.001, help="learning rate of the balance term k_t")
+    g.add_argument("--lr-min", type=cli.nonnegative_float, default=2e-5, help="floor of the learning rate when it is halved on a stall of M (at most --lr)")
+    g.add_argument("--lr-window", type=cli.positive_int, default=3000,
                    help="steps per window of the stall test: lr halves when a window's mean M is not 2%% below the best window's")
-    g.add_argument("--skip", action=__import__("argparse").BooleanOptionalAction, default=False,
+    g.add_argument("--skip", action=argparse.BooleanOptionalAction, default=False,
                    help="the paper's skip connections (8x8 start of the decoder concatenated after each upsampling)")
-    g.add_argument("--crop", type=int, default=128, help="side of the centred square cut from each photo before resizing (LFW frames are 250 px)")
-    g.add_argument("--sample-every", type=int, default=500, help="steps between grid_step*.png sample grids (0: off)")
-    g.add_argument("--num-samples", type=int, default=1000, help="samples written to samples.npy at the end")
-    g.add_argument("--swd-samples", type=int, default=1024, help="real and generated images compared by the per-epoch sliced Wasserstein distance (0: off)")
+    g.add_argument("--crop", type=cli.positive_int, default=128, help="side of the centred square cut from each photo before resizing (LFW frames are 250 px)")
+    g.add_argument("--sample-every", type=cli.count, default=500, help="steps between grid_step*.png sample grids (0: off)")
+    g.add_argument("--num-samples", type=cli.count, default=1000, help="samples written to samples.npy at the end (0: none)")
+    g.add_argument("--swd-samples", type=swd_count, default=1024, help="real and generated images compared by the per-epoch sliced Wasserstein distance (0: off, else at least 2)")
     s = p.add_argument_group("sampling from a trained run (no training)")
-    s.add_argument("--sample", metavar="RUN", default=None, help="load RUN/checkpoint.npz and write samples.png there")
-    s.add_argument("--n", type=int, default=64, help="with --sample: number of samples")
-    s.add_argument("--interpolate", action="store_true", help="with --sample: also write a latent walk, interpolation.png")
+    s.add_argument("--sample", metavar="RUN", default=None,
+                   help="load RUN/checkpoint.npz and write samples.png (into --out if given, else into RUN)")
+    s.add_argument("--n", type=cli.positive_int, default=64, help="with --sample: number of samples")
+    s.add_argument("--interpolate", action="store_true", help="with --sample: also write a latent walk, samples_interpolation.png")
     return p
+
+
+swd_count = cli.checked(int, lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2")
 
 
 def default_out(args):
@@ -118,69 +125,56 @@ def epoch_hooks(trainer, images, args):
         log = read_csv_log(Path(out) / "log.csv")
         in_epoch = (log["epoch"] > epoch) & (log["epoch"] <= epoch + 1)
         m_mean = float(np.mean(log["M"][in_epoch])) if in_epoch.any() else float("nan")
-        path = Path(out) / "swd.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as fh:
-            w = csv.writer(fh)
-            if new:
-                w.writerow(["epoch", "step", "M_mean", "swd_mean"] + [f"swd_{r}" for r in result["levels"]])
-            w.writerow([epoch + 1, int(log["step"][-1]), f"{m_mean:.6g}", f"{result['mean']:.6g}"]
-                       + [f"{v:.6g}" for v in result["swd"]])
-        print(f"epoch {epoch + 1}: M {m_mean:.4f}, sliced Wasserstein x1e3 {result['mean']:.2f} "
-              f"(levels {result['levels']}: {', '.join(f'{v:.2f}' for v in result['swd'])})", file=sys.stderr)
+        row = {"epoch": epoch + 1, "step": int(log["step"][-1]), "M_mean": m_mean, "swd_mean": result["mean"]}
+        row.update((f"swd_{r}", float(v)) for r, v in zip(result["levels"], result["swd"]))
+        write_epoch_row(Path(out) / "swd.csv", row)   # one row per epoch, even when a resume redoes it
+        tqdm.write(f"epoch {epoch + 1}: M {m_mean:.4f}, sliced Wasserstein x1e3 {result['mean']:.2f} "
+                   f"(levels {result['levels']}: {', '.join(f'{v:.2f}' for v in result['swd'])})", file=sys.stderr)
 
     hooks = [grid_hook(trainer, scale=scale), reconstructions, interpolation]
     return hooks + ([swd] if args.swd_samples else [])
 
 
 def sample_from_run(args):
+    """--sample RUN: samples (and a latent walk) from RUN's generator, written into --out or RUN."""
     run = Path(args.sample)
-    try:
-        arrays, meta = load_checkpoint(run / "checkpoint.npz")
-    except CheckpointError as e:
-        cli.fail(str(e))
-    saved = meta["config"]["extra"]
+    saved = cli.saved_run(run, EXAMPLE)
+    arrays, meta = load_checkpoint(run / "checkpoint.npz")
     for name in ("size", "filters", "hidden", "skip"):
         setattr(args, name, saved[name])
     trainer = build(args)
     state = unflatten_state(arrays, meta["trainer"], "trainer/")
     trainer.G.load_state_dict(state["G"])
+    dest = Path(args.out) if args.out else run
+    dest.mkdir(parents=True, exist_ok=True)
     backend.seed(args.seed)
     scale = 2 if args.size <= 32 else 1
-    save_grid(run / "samples.png", trainer.sample(trainer.noise(args.n)), scale=scale)
-    print(f"wrote {run / 'samples.png'}")
+    save_grid(dest / "samples.png", trainer.sample(trainer.noise(args.n)), scale=scale)
+    print(f"wrote {dest / 'samples.png'} ({args.n} samples from step {meta['step']:,} of {run})")
     if args.interpolate:
-        interpolation_strip(trainer, run / "interpolation.png", seed=args.seed + 1)
-        print(f"wrote {run / 'interpolation.png'}")
+        # not interpolation.png: that is the training run's own, redrawn after every epoch
+        interpolation_strip(trainer, dest / "samples_interpolation.png", seed=args.seed + 1)
+        print(f"wrote {dest / 'samples_interpolation.png'}")
 
 
 def main(argv=None):
     p = build_parser()
-    args = p.parse_args(argv)
-    cli.positive(p, args, "epochs", "batch-size", "lr", "filters", "hidden", "log-every", "checkpoint-every", "n")
-    if not 0 < args.gamma <= 1:
-        p.error(f"--gamma must be in (0, 1], got {args.gamma}")
-    cli.use_backend(args.backend)
-    if args.sample:
-        return sample_from_run(args)
-    if args.resume is not None:
-        if args.resume is True:
-            args.out = args.out or default_out(args)
-        args = cli.resolve_resume(p, args, ARCHITECTURE)
-    args.out = args.out or default_out(args)
-
-    with cli.friendly_errors(DataError, TrainingError, CheckpointError, OSError):
+    args, given = cli.parse_args(p, argv)
+    with cli.friendly_errors(DataError, CheckpointError):
+        if args.sample:
+            cli.use_backend(args.backend, args.device)
+            return sample_from_run(args)
+        args = cli.prepare_run(args, given, example=EXAMPLE, run_own=RUN_OWN, default_out=default_out)
+        if args.lr_min > args.lr:
+            cli.fail(f"--lr-min {args.lr_min} is above --lr {args.lr}; the floor must not exceed the learning rate")
+        cli.use_backend(args.backend, args.device)
         images, stats = load_faces(args.data, size=args.size, crop=args.crop, return_stats=True,
                                    progress=not args.no_progress)
         print(f"{len(images)} images of {args.size}x{args.size} from {stats.folder} "
               f"({stats.grayscale_excluded} grayscale and {stats.unreadable} unreadable left out)", file=sys.stderr)
         backend.seed(args.seed)
         trainer = build(args)
-        config = LoopConfig(out=args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                            log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                            num_samples=args.num_samples, max_steps=args.max_steps,
-                            resume=args.resume is not None, progress=not args.no_progress,
-                            extra=vars(args))
+        config = cli.loop_config(args, num_samples=args.num_samples)
         steps = [(args.sample_every, grid_hook(trainer, scale=2 if args.size <= 32 else 1, every_steps=True))]
         out = fit(trainer, (images,), config, to_device, epoch_hooks=epoch_hooks(trainer, images, args),
                   step_hooks=steps)

@@ -37,12 +37,14 @@ from tinygan.checkpoint import CheckpointError, atomic_write  # noqa: E402
 from tinygan.data import DataError, load_mnist  # noqa: E402
 from tinygan.models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator,  # noqa: E402
                             MLPGenerator)
-from tinygan.runlog import CSVLog  # noqa: E402
+from tinygan.runlog import write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
-from tinygan.training import GANTrainer, LoopConfig, TrainingError, fit, grid_hook  # noqa: E402
+from tinygan.training import GANTrainer, fit, grid_hook  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-ARCHITECTURE = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "batch_norm", "k",
-                "batch_size", "seed", "data", "loss")
+#: Flags that fix the model, its training rule or the data: a resumed run keeps them.
+RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "batch_norm", "k",
+           "batch_size", "seed", "data", "loss", "lr", "beta1")
 NUM_CLASSES = 10
 
 
@@ -70,21 +72,24 @@ def build_parser(conditional=False, doc=__doc__):
                         "minimax E log(1 - D(G(z))) (the game as written; its gradient vanishes while D wins)")
     g.add_argument("--arch", choices=("mlp", "dcgan"), default="mlp",
                    help="mlp: fully connected G and D (fast on a CPU); dcgan: transposed convs and batch norm")
-    g.add_argument("--k", type=int, default=1, help="discriminator updates per generator update (Algorithm 1's k)")
-    g.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1 (DCGAN's 0.5; beta2 is 0.999)")
-    g.add_argument("--latent-dim", type=int, default=100, help="size of the noise z")
+    g.add_argument("--k", type=cli.positive_int, default=1, help="discriminator updates per generator update (Algorithm 1's k)")
+    g.add_argument("--beta1", type=cli.probability, default=0.5, help="Adam's beta1 in [0, 1) (DCGAN's 0.5; beta2 is 0.999)")
+    g.add_argument("--latent-dim", type=cli.positive_int, default=100, help="size of the noise z")
     g.add_argument("--g-hidden", type=widths, default=(256, 512, 1024), help="mlp: G's hidden layer widths")
     g.add_argument("--d-hidden", type=widths, default=(512, 256), help="mlp: D's hidden layer widths")
-    g.add_argument("--dropout", type=float, default=0.0, help="mlp: dropout after D's hidden layers (0: none)")
-    g.add_argument("--filters", type=int, default=32, help="dcgan: filters of the widest layer pair (f, 2f)")
+    g.add_argument("--dropout", type=cli.probability, default=0.0, help="mlp: dropout after D's hidden layers, in [0, 1) (0: none)")
+    g.add_argument("--filters", type=cli.positive_int, default=32, help="dcgan: filters of the widest layer pair (f, 2f)")
     g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=conditional,
                    help="mlp: batch norm after G's hidden layers (but the first); it keeps the conditional "
                         "G from collapsing onto one image for all labels early in training")
-    g.add_argument("--num-samples", type=int, default=10000, help="samples written to samples.npy at the end")
-    g.add_argument("--eval-samples", type=int, default=2000,
-                   help="samples the MNIST judge scores after each epoch, into metrics.csv (0: off)")
+    g.add_argument("--num-samples", type=cli.positive_int, default=10000, help="samples written to samples.npy at the end")
+    g.add_argument("--eval-samples", type=eval_count, default=2000,
+                   help="samples the MNIST judge scores after each epoch, into metrics.csv (0: off, else at least 2)")
     g.add_argument("--no-judge", action="store_true", help="skip the MNIST judge's metrics")
     return p
+
+
+eval_count = cli.checked(int, lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2")
 
 
 def load_mnist_or_explain(data, split, progress=True):
@@ -139,44 +144,29 @@ def judge_hook(trainer, judge, n, seed):
         row = {"epoch": epoch + 1, "entropy": scores["entropy"], "fd": scores["fd"],
                "accuracy": scores.get("accuracy")}
         row.update((f"p{d}", p) for d, p in enumerate(scores["histogram"]))
-        with CSVLog(Path(out) / "metrics.csv") as log:
-            log.log(row)
-        print(f"epoch {epoch + 1} ({n} samples): {describe(scores)}", file=sys.stderr)
+        write_epoch_row(Path(out) / "metrics.csv", row)   # one row per epoch, even when a resume redoes it
+        tqdm.write(f"epoch {epoch + 1} ({n} samples): {describe(scores)}", file=sys.stderr)
     return hook
 
 
 def main(argv=None, conditional=False, doc=__doc__):
     p = build_parser(conditional, doc)
-    args = p.parse_args(argv)
-    cli.positive(p, args, "epochs", "batch-size", "lr", "k", "latent-dim", "filters", "log-every",
-                 "checkpoint-every", "max-steps", "num-samples")
-    if not 0 <= args.dropout < 1:
-        p.error(f"--dropout must be in [0, 1), got {args.dropout}")
-    if not 0 <= args.beta1 < 1:
-        p.error(f"--beta1 must be in [0, 1), got {args.beta1}")
-    if args.eval_samples < 0 or args.eval_samples == 1:
-        p.error(f"--eval-samples must be 0 (off) or at least 2, got {args.eval_samples}")
-    cli.use_backend(args.backend)
-    if args.resume is not None:
-        args = cli.resolve_resume(p, args, ARCHITECTURE)
+    args, given = cli.parse_args(p, argv)
     started = time.perf_counter()
 
-    with cli.friendly_errors(DataError, TrainingError, CheckpointError, OSError):
+    with cli.friendly_errors(DataError, CheckpointError):
+        args = cli.prepare_run(args, given, example="cgan_mnist" if conditional else "gan_mnist", run_own=RUN_OWN)
+        cli.use_backend(args.backend, args.device)
         images, labels = load_mnist_or_explain(args.data, "train", not args.no_progress)
         judge = None if args.no_judge else mnist_judge.get_judge(args.data, progress=not args.no_progress)
         backend.seed(args.seed)
         trainer = build(args, conditional)
-        config = LoopConfig(out=args.out, epochs=args.epochs, batch_size=args.k * args.batch_size,
-                            seed=args.seed, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                            num_samples=args.num_samples, max_steps=args.max_steps,
-                            resume=args.resume is not None, progress=not args.no_progress,
-                            extra=dict(vars(args), conditional=conditional))
+        config = cli.loop_config(args, batch_size=args.k * args.batch_size, num_samples=args.num_samples,
+                                 extra=dict(vars(args), conditional=conditional))
         hooks = [grid_hook(trainer, scale=2, nrow=trainer.fixed_nrow)]
         if judge is not None and args.eval_samples:
             hooks.append(judge_hook(trainer, judge, args.eval_samples, seed=args.seed + 1000))
         data = (images, labels) if conditional else (images,)
-        if args.resume is None:  # a new run starts a new metrics.csv, as fit() does with log.csv
-            (Path(args.out) / "metrics.csv").unlink(missing_ok=True)
         out = fit(trainer, data, config, to_device, epoch_hooks=hooks)
         minutes = (time.perf_counter() - started) / 60
 

@@ -36,12 +36,16 @@ from tinygan.data import DataError, MIXTURES, sample_mixture  # noqa: E402
 from tinygan.images import save_grid  # noqa: E402
 from tinygan.metrics import mode_metrics  # noqa: E402
 from tinygan.models import ToyDiscriminator, ToyGenerator  # noqa: E402
-from tinygan.runlog import CSVLog  # noqa: E402
+from tinygan.runlog import write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
-from tinygan.training import GANTrainer, LoopConfig, TrainingError, fit  # noqa: E402
+from tinygan.training import GANTrainer, fit  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-ARCHITECTURE = ("mixture", "latent_dim", "width", "depth", "k", "batch_size", "seed", "train_size", "loss",
-                "lr", "beta1", "lr_decay", "epochs")
+EXAMPLE = "gan_toy2d"
+#: Flags that fix the model, its training rule or the data: a resumed run keeps them. With the
+#: linear lr decay, --epochs sets the length of the decay, so it is the run's own too (see main).
+RUN_OWN = ("mixture", "latent_dim", "width", "depth", "k", "batch_size", "seed", "train_size", "loss",
+           "lr", "beta1", "lr_decay")
 #: Half-width of the plotted square, per mixture (the data's extent plus a margin).
 EXTENT = {"ring": 1.5, "grid": 5.5}
 #: The networks work in units where the data spans about [-1, 1] (see ToyGenerator).
@@ -65,16 +69,26 @@ def build_parser():
     g.add_argument("--mixture", choices=sorted(MIXTURES), default="grid", help="which mixture of Gaussians")
     g.add_argument("--loss", choices=("nonsaturating", "minimax"), default="nonsaturating",
                    help="generator loss: nonsaturating -E log D(G(z)) or minimax E log(1 - D(G(z)))")
-    g.add_argument("--k", type=int, default=1, help="discriminator updates per generator update (Algorithm 1's k)")
-    g.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1 (beta2 is 0.999)")
-    g.add_argument("--latent-dim", type=int, default=2, help="size of the noise z")
-    g.add_argument("--width", type=int, default=128, help="units per hidden layer of G and D")
-    g.add_argument("--depth", type=int, default=3, help="hidden layers of G and D")
-    g.add_argument("--train-size", type=int, default=400_000, help="points drawn from the mixture for training")
+    g.add_argument("--k", type=cli.positive_int, default=1, help="discriminator updates per generator update (Algorithm 1's k)")
+    g.add_argument("--beta1", type=cli.probability, default=0.5, help="Adam's beta1 in [0, 1) (beta2 is 0.999)")
+    g.add_argument("--latent-dim", type=cli.positive_int, default=2, help="size of the noise z")
+    g.add_argument("--width", type=cli.positive_int, default=128, help="units per hidden layer of G and D")
+    g.add_argument("--depth", type=cli.positive_int, default=3, help="hidden layers of G and D")
+    g.add_argument("--train-size", type=cli.positive_int, default=400_000, help="points drawn from the mixture for training (at least one batch)")
     g.add_argument("--lr-decay", choices=("none", "linear"), default="linear",
                    help="linear: both learning rates fall linearly to 0 over the run, which sharpens the modes at the end")
-    g.add_argument("--num-samples", type=int, default=2500, help="samples scored at the end and saved to samples.npy")
+    g.add_argument("--num-samples", type=cli.positive_int, default=2500, help="samples scored at the end and saved to samples.npy")
     return p
+
+
+def _saved_decay(args):
+    """The lr decay of the run being resumed (its --epochs is the decay's length when it is linear)."""
+    from tinygan.training.rundir import read_config
+    run = args.resume if isinstance(args.resume, str) else (args.out or default_out(args))
+    try:
+        return read_config(run)["extra"].get("lr_decay")
+    except Exception:
+        return None  # prepare_run reports what is wrong with the folder
 
 
 def default_out(args):
@@ -148,42 +162,39 @@ def epoch_hooks(trainer, args):
         result = score(samples, args.mixture)
         scatter_plot(Path(out) / f"scatter_epoch{epoch + 1:03d}.png", samples, args.mixture,
                      f"{args.mixture}, epoch {epoch + 1}\n{describe(result, args.mixture)}")
-        with CSVLog(Path(out) / "metrics.csv") as log:
-            log.log(epoch=epoch + 1, modes_captured=result["modes_captured"],
-                    high_quality_fraction=result["high_quality_fraction"], reverse_kl=result["reverse_kl"])
-        print(f"epoch {epoch + 1}: {describe(result, args.mixture)}", file=sys.stderr)
+        write_epoch_row(Path(out) / "metrics.csv", {   # one row per epoch, even when a resume redoes it
+            "epoch": epoch + 1, "modes_captured": result["modes_captured"],
+            "high_quality_fraction": result["high_quality_fraction"], "reverse_kl": result["reverse_kl"]})
+        tqdm.write(f"epoch {epoch + 1}: {describe(result, args.mixture)}", file=sys.stderr)
 
     return [density, scatter_and_score]
 
 
 def main(argv=None):
     p = build_parser()
-    args = p.parse_args(argv)
-    cli.positive(p, args, "epochs", "batch-size", "lr", "k", "latent-dim", "width", "depth", "train-size",
-                 "log-every", "checkpoint-every", "max-steps", "num-samples")
-    if not 0 <= args.beta1 < 1:
-        p.error(f"--beta1 must be in [0, 1), got {args.beta1}")
-    cli.use_backend(args.backend)
-    if args.resume is not None:
-        if args.resume is True:
-            args.out = args.out or default_out(args)
-        args = cli.resolve_resume(p, args, ARCHITECTURE)
-    args.out = args.out or default_out(args)
-    if args.batch_size is None:
-        args.batch_size = BATCH_SIZE[args.mixture]
+    args, given = cli.parse_args(p, argv)
+    if args.data is not None:
+        cli.fail("--data: the toy example draws its data from the mixture (--mixture, --train-size); "
+                 "it reads no files")
     started = time.perf_counter()
 
-    with cli.friendly_errors(DataError, TrainingError, CheckpointError, OSError):
+    with cli.friendly_errors(DataError, CheckpointError):
+        linear = args.resume is not None and _saved_decay(args) == "linear"
+        args = cli.prepare_run(args, given, example=EXAMPLE, default_out=default_out,
+                               run_own=RUN_OWN + (("epochs",) if linear else ()),
+                               reasons={"epochs": "it sets the length of this run's linear lr decay "
+                                                  "(--lr-decay none runs can be extended)"})
+        if args.batch_size is None:
+            args.batch_size = BATCH_SIZE[args.mixture]
+        if args.train_size < args.k * args.batch_size:
+            cli.fail(f"--train-size {args.train_size:,} is smaller than one step's batch "
+                     f"(--k {args.k} x --batch-size {args.batch_size} = {args.k * args.batch_size:,})")
+        cli.use_backend(args.backend, args.device)
         # The training set depends on the seed only, so a resumed run sees the same points.
         data = sample_mixture(args.mixture, args.train_size, np.random.default_rng([args.seed, 2]))
         backend.seed(args.seed)
         trainer = build(args)
-        config = LoopConfig(out=args.out, epochs=args.epochs, batch_size=args.k * args.batch_size, seed=args.seed,
-                            log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                            num_samples=args.num_samples, max_steps=args.max_steps,
-                            resume=args.resume is not None, progress=not args.no_progress, extra=vars(args))
-        if args.resume is None:  # a new run starts a new metrics.csv, as fit() does with log.csv
-            (Path(args.out) / "metrics.csv").unlink(missing_ok=True)
+        config = cli.loop_config(args, batch_size=args.k * args.batch_size, num_samples=args.num_samples)
         out = fit(trainer, (data,), config, to_device, epoch_hooks=epoch_hooks(trainer, args))
         seconds = time.perf_counter() - started
         samples = np.load(out / "samples.npy")

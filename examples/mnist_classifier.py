@@ -30,11 +30,12 @@ from tinygan import mnist_judge  # noqa: E402
 from tinygan.checkpoint import CheckpointError  # noqa: E402
 from tinygan.data import DataError  # noqa: E402
 from tinygan.images import save_grid  # noqa: E402
-from tinygan.training import LoopConfig, TrainingError  # noqa: E402
 from gan_mnist import load_mnist_or_explain  # noqa: E402  (examples/ is on the path when run as a script)
+from tqdm import tqdm  # noqa: E402
 
 DEFAULT_OUT = "runs/mnist_classifier"
-ARCHITECTURE = ("batch_size", "seed", "data")
+#: Flags that fix the model, its training rule or the data: a resumed run keeps them.
+RUN_OWN = ("batch_size", "seed", "data", "lr")
 
 
 def build_parser():
@@ -51,13 +52,11 @@ def build_parser():
 
 def main(argv=None):
     p = build_parser()
-    args = p.parse_args(argv)
-    cli.positive(p, args, "epochs", "batch-size", "lr", "log-every", "checkpoint-every", "max-steps")
-    cli.use_backend(args.backend)
-    if args.resume is not None:
-        args = cli.resolve_resume(p, args, ARCHITECTURE)
+    args, given = cli.parse_args(p, argv)
 
-    with cli.friendly_errors(DataError, TrainingError, CheckpointError, OSError):
+    with cli.friendly_errors(DataError, CheckpointError):
+        args = cli.prepare_run(args, given, example="mnist_classifier", run_own=RUN_OWN)
+        cli.use_backend(args.backend, args.device)
         train = load_mnist_or_explain(args.data, "train", not args.no_progress)
         test = load_mnist_or_explain(args.data, "test", not args.no_progress)
 
@@ -66,18 +65,14 @@ def main(argv=None):
                 judge.net.eval()
                 pred, _ = judge.predict(test[0])
                 judge.net.train()
-                print(f"epoch {epoch + 1}: test accuracy {np.mean(pred == test[1]):.2%}", file=sys.stderr)
+                tqdm.write(f"epoch {epoch + 1}: test accuracy {np.mean(pred == test[1]):.2%}", file=sys.stderr)
                 wrong = np.flatnonzero(pred != test[1])[:100]
                 if len(wrong):
                     save_grid(Path(out) / f"grid_epoch{epoch + 1:03d}.png",
                               test[0][wrong][:, None].astype(np.float32) / 255, nrow=10, scale=2)
             return [wrong_digits]
 
-        config = LoopConfig(out=args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                            log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                            max_steps=args.max_steps, resume=args.resume is not None,
-                            progress=not args.no_progress,
-                            extra=dict(vars(args), judge_version=mnist_judge.JUDGE_VERSION))
+        config = cli.loop_config(args, extra=dict(vars(args), judge_version=mnist_judge.JUDGE_VERSION))
         judge, accuracy = mnist_judge.train_judge(train, test, config, lr=args.lr, epoch_hooks=hooks)
         out = Path(args.out)
         pred, _ = judge.predict(test[0])

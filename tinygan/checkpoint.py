@@ -95,18 +95,31 @@ def atomic_write(path):
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     # os.open with mode 0o666 lets the process umask decide the permissions,
     # as for any ordinary new file (tempfile.mkstemp would force 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise _naming(e, path, tmp) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())  # data on disk before the rename makes it visible
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _naming(e, path, tmp) from None
         raise
     _fsync_directory(directory)
+
+
+def _naming(error, path, tmp):
+    """The same OSError, naming the file the caller asked for rather than its hidden temporary
+    (a full disk, for one, raises from write() with no file name at all)."""
+    if error.filename not in (None, tmp) or error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror, path)
 
 
 def _fsync_directory(directory):

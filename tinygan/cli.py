@@ -1,19 +1,40 @@
-"""Command-line plumbing shared by the examples: the common flags, the backend switch, errors.
+"""Command-line plumbing shared by the examples: the common flags, checked values, resume, errors.
 
-Every example takes ``--backend --data --epochs --batch-size --lr --seed
---out --resume`` with the same meaning, and reports a user's mistake (a
-missing GPU, an unreachable download, a corrupt file) in one line and a
-non-zero exit, never a traceback.
+Every example takes ``--backend --device --data --epochs --batch-size --lr
+--seed --out --resume --overwrite`` with the same meaning, checks every flag
+before any work starts (data loading, judge training, the first step), and
+reports a user's mistake (a bad flag, a missing GPU, an unreachable download,
+a corrupt file, a full disk) in one line and exit status 2, never a traceback.
+Set ``TINYGAN_DEBUG=1`` to see the traceback behind such a line.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import math
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import backend
+from .training.errors import RunFolderError, RunInterrupted, TrainingError
+from .training.rundir import check_new_run, check_resumable, read_config
+
+#: Flags that say how long to train and how often to log, save and sample: on --resume the
+#: command line's value wins when given, else the run's saved one.
+HOW_LONG = ("epochs", "max_steps")
+#: Never taken from a saved run: they say where and how this command runs, not what the run is.
+NOT_SAVED = ("resume", "out", "overwrite", "example", "sample")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported in one line (argparse prints the usage block too)."""
+
+    def error(self, message):
+        fail(f"{message} (see --help)")
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -26,65 +47,187 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 
 
 def parser(description, epilog=None):
-    return argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=Formatter)
+    return Parser(description=description, epilog=epilog, formatter_class=Formatter)
+
+
+# --------------------------------------------------------------------------
+# Checked values: argparse calls these, so a bad value is refused while parsing
+# --------------------------------------------------------------------------
+
+def checked(kind, ok, expected):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    convert.__name__ = expected
+    return convert
+
+
+positive_int = checked(int, lambda v: v > 0, "a positive integer")
+count = checked(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+nonnegative_float = checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+unit_interval = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+probability = checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None):
     g = p.add_argument_group("common to every example")
     g.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array backend: numpy (CPU) or cupy (NVIDIA GPU; pip install 'tinygan[cuda12]')")
+    g.add_argument("--device", type=count, default=None, metavar="N",
+                   help="with --backend cupy: the GPU to use, counted among those CUDA_VISIBLE_DEVICES shows (default 0)")
     g.add_argument("--data", metavar="PATH", default=None, help=data_help)
-    g.add_argument("--epochs", type=int, default=epochs, help="passes over the training set")
-    g.add_argument("--batch-size", type=int, default=batch_size, help="examples per step")
-    g.add_argument("--lr", type=float, default=lr, help="Adam learning rate of both networks")
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, noise and data order")
+    g.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set")
+    g.add_argument("--batch-size", type=positive_int, default=batch_size, help="examples per step")
+    g.add_argument("--lr", type=positive_float, default=lr, help="Adam learning rate of both networks")
+    g.add_argument("--seed", type=count, default=0, help="seed of initialisation, noise and data order")
     g.add_argument("--out", metavar="DIR", default=out,
                    help="run folder for logs, grids, samples and checkpoint.npz" + ("" if out else f" (default: {out_help})"))
     g.add_argument("--resume", metavar="DIR", nargs="?", const=True, default=None,
-                   help="continue the run in DIR (or in --out) from its checkpoint.npz, with its saved settings")
-    g.add_argument("--log-every", type=int, default=50, help="steps between copies of the metrics to the host (log.csv rows are per step)")
-    g.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (also at every epoch's end and on Ctrl-C)")
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total (for quick looks)")
+                   help="continue the run in DIR (or in --out) from its checkpoint.npz, with its saved settings; "
+                        "--epochs, --max-steps and the intervals may be given again")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a folder that holds one: the old run is first moved aside to DIR.old-N")
+    g.add_argument("--log-every", type=positive_int, default=50,
+                   help="steps between copies of the metrics to the host (log.csv rows are per step)")
+    g.add_argument("--checkpoint-every", type=positive_int, default=1000,
+                   help="steps between checkpoints (also at every epoch's end and on Ctrl-C)")
+    g.add_argument("--max-steps", type=positive_int, default=None,
+                   help="stop after this many steps in total (for quick looks)")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return g
 
 
-def positive(p, args, *names):
-    for name in names:
-        value = getattr(args, name.replace("-", "_"))
-        if value is not None and value <= 0:
-            p.error(f"--{name} must be positive, got {value}")
+# --------------------------------------------------------------------------
+# Parsing, resume, the run folder: all before any work
+# --------------------------------------------------------------------------
+
+_UNSET = object()
 
 
-def resolve_resume(parser, args, fixed):
-    """For --resume: find the run folder and take the run's saved settings from its config.json.
+def parse_args(p, argv=None):
+    """Parse ``argv``; returns ``(args, given)`` where ``given`` holds the flags the command line named.
 
-    Flags in ``fixed`` (those that define the model and the data) always come
-    from the saved run; every other flag comes from the saved run unless it
-    was given on this command line (a value different from its default), so
-    ``--resume DIR --epochs 30`` extends a run and ``--resume DIR`` alone
-    continues it exactly as it was started.
+    argparse fills in a default only for attributes its namespace lacks, so a
+    second parse into a namespace pre-filled with a marker shows which flags
+    were given, even when given with their default value.
     """
-    if args.resume is None:
-        return args
-    out = Path(args.out if args.resume is True else args.resume)
-    config = out / "config.json"
-    if not config.exists():
-        fail(f"--resume: {out} has no config.json; is it a run folder?")
-    saved = json.loads(config.read_text())["extra"]
-    for name, value in saved.items():
-        if name in ("resume", "out") or not hasattr(args, name):
-            continue
-        if name in fixed or getattr(args, name) == parser.get_default(name):
+    warnings.formatwarning = _one_line_warning
+    args = p.parse_args(argv)
+    probe = argparse.Namespace(**{name: _UNSET for name in vars(args)})
+    p.parse_args(argv, namespace=probe)
+    return args, {name for name, value in vars(probe).items() if value is not _UNSET}
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
+def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None):
+    """Settle the run folder and the settings before any work starts.
+
+    A new run: ``--out`` (or ``default_out(args)``) must not hold a run unless
+    ``--overwrite`` is given. ``--resume``: the folder must hold a run of this
+    ``example`` with a checkpoint; flags in ``run_own`` (those that fix the
+    architecture and the data) are the run's own, and giving one with another
+    value is an error naming the flag, the saved value and the given one. Every
+    other saved flag is restored unless the command line gives it again
+    (``--epochs``/``--max-steps`` go together: naming either says how long).
+    Prints the flags that change. ``reasons`` may say, per flag, why it is the
+    run's own. Returns ``args``.
+    """
+    reasons = reasons or {}
+    args.example = example
+    try:
+        if args.resume is not None and args.overwrite:
+            fail("--resume and --overwrite contradict each other: continue the run, or start it over")
+        if args.resume is None:
+            args.out = args.out or default_out(args)
+            check_new_run(args.out, overwrite=args.overwrite)
+            return args
+        out = Path(args.out or default_out(args)) if args.resume is True else Path(args.resume)
+        check_resumable(out)
+        saved = read_config(out)["extra"]
+        if saved.get("example", example) != example:
+            fail(f"--resume: {out} holds a run of {saved['example']}, not of {example}; "
+                 f"continue it with examples/{saved['example']}.py")
+        missing = [name for name in run_own if name not in saved]
+        if missing:
+            fail(f"--resume: {out / 'config.json'} lacks the setting {missing[0]!r} of this run; "
+                 "it was not written by this example (or was edited)")
+        for name in run_own:
+            if name in given and not _same(name, getattr(args, name), saved[name]):
+                why = reasons.get(name, "it fixes the model, its training or the data")
+                fail(f"--resume: {_flag(name)} is {_show(saved[name])} in the run {out}, got {_show(getattr(args, name))}; "
+                     f"{why}, so it cannot change on resume (start a new run with another --out)")
+        length_given = bool(given & set(HOW_LONG))
+        for name, value in saved.items():
+            if name in NOT_SAVED or not hasattr(args, name):
+                continue
+            if name in given:
+                if not _same(name, getattr(args, name), value):
+                    print(f"resume: {_flag(name)} {_show(getattr(args, name))} (the run had {_show(value)})",
+                          file=sys.stderr)
+                continue
+            if name in HOW_LONG and length_given:
+                continue  # the command line says how long; a saved --max-steps must not cut it short
             setattr(args, name, value)
-    args.out = str(out)
-    return args
+        args.out = str(out)
+        return args
+    except RunFolderError as e:
+        fail(str(e))
 
 
-def use_backend(name):
+def _same(name, a, b):
+    if name == "data" and a is not None and b is not None:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _show(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return "unset" if value is None else str(value)
+
+
+def saved_run(run, example):
+    """For ``--sample RUN``: RUN's saved settings, checked to be a run of ``example``."""
+    try:
+        saved = read_config(run)["extra"]
+    except RunFolderError as e:
+        fail(f"--sample: {e}")
+    if saved.get("example", example) != example:
+        fail(f"--sample: {run} holds a run of {saved['example']}, not of {example}")
+    return saved
+
+
+def loop_config(args, **overrides):
+    """The shared loop's LoopConfig from the common flags (the example's own flags go into ``extra``)."""
+    from .training import LoopConfig
+    values = dict(out=args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                  log_every=args.log_every, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+                  resume=args.resume is not None, overwrite=args.overwrite, progress=not args.no_progress,
+                  extra=dict(vars(args)))
+    values.update(overrides)
+    return LoopConfig(**values)
+
+
+def use_backend(name, device=None):
     """Switch the backend, or print one line saying what is missing and exit with status 2."""
     try:
-        backend.use(name)
+        if device is None:
+            backend.use(name)
+        else:
+            backend.use(name, device=device)
     except backend.BackendError as e:
         fail(str(e))
 
@@ -94,12 +237,42 @@ def fail(message, status=2):
     sys.exit(status)
 
 
+def describe_os_error(e):
+    """One line for a failed file operation that names the file and the cause."""
+    reasons = {errno.ENOSPC: "no space left on the device (free some space, or choose another --out)",
+               errno.EDQUOT: "disk quota exceeded (free some space, or choose another --out)",
+               errno.EACCES: "permission denied (choose another --out, or TINYGAN_CACHE=DIR for the cache)",
+               errno.EPERM: "operation not permitted (choose another --out, or TINYGAN_CACHE=DIR for the cache)",
+               errno.EROFS: "read-only file system (choose another --out, or TINYGAN_CACHE=DIR for the cache)",
+               errno.EEXIST: "it already exists",
+               errno.ENOTDIR: "a part of the path is a file, not a folder",
+               errno.EISDIR: "it is a folder, expected a file"}
+    reason = reasons.get(e.errno, e.strerror or str(e))
+    path = e.filename if e.filename is not None else ""
+    if e.filename2:
+        path = f"{path} -> {e.filename2}"
+    return f"{path}: {reason}" if path else reason
+
+
 @contextlib.contextmanager
 def friendly_errors(*kinds):
-    """Turn the library's user-facing errors into one line and a non-zero exit."""
+    """Turn the library's user-facing errors into one line and a non-zero exit.
+
+    Ctrl-C exits with status 130: after the loop has said where it saved
+    (``RunInterrupted``) without another word, elsewhere with one line.
+    """
     try:
         yield
+    except RunInterrupted:
+        sys.exit(130)
     except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except kinds as e:
-        fail(str(e))
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (RunFolderError, TrainingError, *kinds) as e:
+        if os.environ.get("TINYGAN_DEBUG"):
+            raise
+        fail(describe_os_error(e) if isinstance(e, OSError) and e.errno is not None else str(e))
+    except OSError as e:
+        if os.environ.get("TINYGAN_DEBUG"):
+            raise
+        fail(describe_os_error(e))

@@ -29,7 +29,7 @@ import numpy as np
 
 from tinygan.checkpoint import atomic_write
 
-__all__ = ["CSVLog", "read_csv_log", "plot_curves"]
+__all__ = ["CSVLog", "write_epoch_row", "read_csv_log", "plot_curves"]
 
 
 # --------------------------------------------------------------------------
@@ -220,6 +220,33 @@ class CSVLog:
 # --------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------
+
+def write_epoch_row(path, row, key="epoch"):
+    """Write the per-epoch ``row`` into the CSV at ``path``, replacing any row for the same or a later epoch.
+
+    Per-epoch tables (metrics.csv, swd.csv) are written by hooks that a
+    resumed run may run again for an epoch whose hooks were cut short; this
+    keeps one row per epoch whatever happened. The file is rewritten
+    atomically, so a kill leaves either the old table or the new one.
+    """
+    path = os.fspath(path)
+    names = list(row)
+    kept = []
+    if os.path.exists(path):
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is not None and header != names:
+                raise ValueError(f"{path} has the columns {header}, not {names}; "
+                                 "it was written by another program or version")
+            for cells in reader:
+                epoch = _parse_int(cells[names.index(key)]) if len(cells) == len(names) else None
+                if epoch is not None and epoch < row[key]:
+                    kept.append(cells)
+    lines = [names] + kept + [[_format_value(row[name], name) for name in names]]
+    with atomic_write(path) as fh:
+        fh.write("".join(",".join(cells) + "\n" for cells in lines).encode("utf-8"))
+
 
 def _parse_int(text):
     try:

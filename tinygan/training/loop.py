@@ -32,6 +32,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -39,18 +40,22 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one process per run folder is then the user's care
+    fcntl = None
+
 from .. import backend
 from ..checkpoint import load_checkpoint, save_checkpoint, atomic_write, CheckpointError
 from ..images import save_grid
 from ..runlog import CSVLog, plot_curves
+from .errors import RunFolderError, RunInterrupted, TrainingError
+from .rundir import (CHECKPOINT, CONFIG, LOG, check_new_run, check_out_folder, check_resumable, move_aside,
+                     remove_stale_temp_files)
 
-CHECKPOINT = "checkpoint.npz"
-LOG = "log.csv"
 CURVES = "curves.png"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN in a loss, a checkpoint that does not fit)."""
+#: The number of epochs whose hooks have all run, written after they have.
+HOOKS_DONE = "epoch_hooks.json"
 
 
 @dataclass
@@ -65,6 +70,7 @@ class LoopConfig:
     num_samples: int = 0
     max_steps: int | None = None   # stop (and checkpoint) after this global step: for tests and quick looks
     resume: bool = False
+    overwrite: bool = False        # a folder holding a run is moved aside to <out>.old-N, then a new run starts
     progress: bool = True
     extra: dict = field(default_factory=dict)  # the example's own flags, saved in config.json
 
@@ -136,140 +142,289 @@ def grid_hook(trainer, scale=1, nrow=None, every_steps=False):
     return hook
 
 
-def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks=()):
+def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks=(), say=None):
     """Train ``trainer`` on ``data`` (a tuple of equal-length host arrays) as ``config`` says.
 
     ``to_device(host_batch_tuple) -> batch`` turns a minibatch of host arrays
     into what ``trainer.step`` takes (e.g. uint8 -> float32 in [-1, 1] on the
     device). ``epoch_hooks`` are called as ``hook(epoch, run_dir)`` after each
     epoch (sample grids, metrics); ``step_hooks`` are ``(every, hook)`` pairs
-    called as ``hook(step, run_dir)`` every ``every`` steps. Returns the run
-    folder's Path.
+    called as ``hook(step, run_dir)`` every ``every`` steps. ``say(line)``
+    prints the loop's notes (default: above the progress bar, on stderr).
+    Returns the run folder's Path.
+
     The last incomplete batch of an epoch is dropped, so every step sees
-    ``batch_size`` examples.
+    ``batch_size`` examples. A folder that holds a run is refused unless
+    ``config.resume`` (continue it) or ``config.overwrite`` (move it aside to
+    ``<out>.old-N`` and start over). The checkpoint records what the data was
+    (count, shapes, fingerprint), and a resume on other data is refused.
     """
+    say = say or (lambda line: tqdm.write(line, file=sys.stderr))
+    n, steps_per_epoch = _check_data(data, config.batch_size)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    identity = _data_identity(data)
+    with _RunLock(out, config) as lock:
+        if config.resume:
+            pos = _resume(trainer, out, identity, steps_per_epoch)
+        else:
+            info = check_new_run(out, overwrite=config.overwrite)
+            if info is not None:
+                lock.release()
+                say(f"moved the previous run ({info.describe()}) to {move_aside(out)}")
+            out.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            backend.seed(config.seed)
+            pos = _Position()
+            _write_hooks_done(out, 0)
+        with atomic_write(out / CONFIG) as fh:
+            fh.write(json.dumps(asdict(config), indent=2, default=str).encode())
+        return _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, pos, identity,
+                      n, steps_per_epoch)
+
+
+@dataclass
+class _Position:
+    """Where a run stands: global step, completed epochs, steps into the current epoch, and the
+    number of epochs whose hooks have all run (a kill during the hooks leaves it one behind)."""
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    hooks_done: int = 0
+    checkpoint_step: int | None = None
+
+
+def _check_data(data, batch_size):
     n = len(data[0])
     if any(len(d) != n for d in data):
         raise ValueError(f"data arrays differ in length: {[len(d) for d in data]}")
-    steps_per_epoch = n // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch size {config.batch_size} is larger than the dataset ({n} examples)")
+    if n < batch_size:
+        raise TrainingError(f"the data has {n:,} examples, fewer than one batch of {batch_size:,}; "
+                            "lower --batch-size or use more data")
+    return n, n // batch_size
 
-    step, epoch, position = 0, 0, 0
+
+def _data_identity(data):
+    """What the data was, recorded in every checkpoint so a resume on other data is refused."""
+    from ..data import fingerprint
+    return {"count": len(data[0]), "shapes": [list(d.shape[1:]) for d in data],
+            "dtypes": [str(d.dtype) for d in data], "fingerprint": fingerprint(*data)}
+
+
+def _data_change(saved, now):
+    """One clause saying how the data differs from the run's, or None when it is the same."""
+    if saved is None or saved == now:
+        return None
+    if saved["count"] != now["count"]:
+        return f"the run was trained on {saved['count']:,} examples, now there are {now['count']:,}"
+    if saved["shapes"] != now["shapes"] or saved["dtypes"] != now["dtypes"]:
+        return (f"the run's examples were {saved['dtypes']} of shapes {saved['shapes']}, "
+                f"now {now['dtypes']} of shapes {now['shapes']}")
+    return (f"the same number ({now['count']:,}) and shape of examples, but other contents "
+            f"(fingerprint {saved['fingerprint']} then, {now['fingerprint']} now)")
+
+
+def _resume(trainer, out, identity, steps_per_epoch):
+    info = check_resumable(out)
     ckpt_path = out / CHECKPOINT
-    if config.resume:
-        if not ckpt_path.exists():
-            raise TrainingError(f"--resume: no {CHECKPOINT} in {out}; start without --resume to begin a new run")
-        arrays, meta = load_checkpoint(ckpt_path)
-        try:
-            trainer.load_state_dict(unflatten_state(arrays, meta["trainer"], "trainer/"))
-        except (KeyError, ValueError, CheckpointError) as e:
-            raise TrainingError(f"--resume: {ckpt_path} does not fit this model: {e}") from None
+    arrays, meta = load_checkpoint(ckpt_path)
+    change = _data_change(meta.get("data"), identity)
+    if change:
+        raise TrainingError(f"--resume: the data changed since {ckpt_path} was written: {change}; resume with "
+                            "the data the run was started with, or start a new run (--overwrite or another --out)")
+    try:
+        trainer.load_state_dict(unflatten_state(arrays, meta["trainer"], "trainer/"))
+        pos = _Position(meta["step"], meta["epoch"], meta["position"], checkpoint_step=info.step)
         backend.set_rng_state(meta["rng"])
-        step, epoch, position = meta["step"], meta["epoch"], meta["position"]
-        _truncate_log(out / LOG, step)
-    else:
-        backend.seed(config.seed)
-        if ckpt_path.exists():
-            os.replace(ckpt_path, out / (CHECKPOINT + ".previous"))  # a new run never silently destroys an old one
-        (out / LOG).unlink(missing_ok=True)
-    with atomic_write(out / "config.json") as fh:
-        fh.write(json.dumps(asdict(config), indent=2, default=str).encode())
+    except (KeyError, ValueError, TypeError, CheckpointError) as e:
+        raise TrainingError(f"--resume: {ckpt_path} does not fit this model: {e}") from None
+    if pos.position > steps_per_epoch:
+        raise TrainingError(f"--resume: {ckpt_path} is {pos.position} steps into an epoch of only "
+                            f"{steps_per_epoch} steps: the data or --batch-size changed")
+    pos.hooks_done = _read_hooks_done(out, default=pos.epoch)
+    remove_stale_temp_files(out)
+    _truncate_log(out / LOG, pos.step)
+    return pos
+
+
+def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, pos, identity, n,
+           steps_per_epoch):
+    ckpt_path = out / CHECKPOINT
 
     def save():
         arrays, meta = flatten_state({"trainer": trainer.state_dict()})
-        meta.update(step=step, epoch=epoch, position=position, rng=backend.rng_state(),
-                    config=asdict(config))
+        meta.update(step=pos.step, epoch=pos.epoch, position=pos.position, rng=backend.rng_state(),
+                    config=asdict(config), data=identity)
         save_checkpoint(ckpt_path, arrays, meta)
+        pos.checkpoint_step = pos.step
 
-    log = CSVLog(out / LOG)
-    pending = []
+    def curves():
+        if (out / LOG).exists():
+            plot_curves(out / LOG, out / CURVES, trainer.curve_panels, smooth=20)
 
-    def flush():
-        """Copy the pending metrics to the host in one transfer and write one row per step."""
-        nonlocal pending, interval_start
-        if not pending:
-            return None
-        seconds = (time.perf_counter() - interval_start) / len(pending)
-        for p in pending:
-            p["step_time"] = seconds
-        rows = _to_host_rows(pending)  # waits for the device: the step times above are real
-        pending = []
-        interval_start = time.perf_counter()
-        for row in rows:
-            bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
-            if bad:
-                log.close()
-                raise TrainingError(f"{', '.join(bad)} became {row[bad[0]]} at step {row['step']}; "
-                                    f"stopped. The last good checkpoint is {ckpt_path} "
-                                    f"(lower --lr, or resume from it)")
-        hook = getattr(trainer, "on_host_metrics", None)
-        if hook is not None:
-            hook(rows)
-        for row in rows:
-            log.log(row)
-        return rows[-1]
+    def run_epoch_hooks(finished):
+        for hook in epoch_hooks:
+            _without_touching_rng(hook, finished, out)
+        pos.hooks_done = finished + 1
+        _write_hooks_done(out, pos.hooks_done)
 
     total = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-    bar = tqdm(total=total, initial=min(step, total), disable=not config.progress, unit="step",
+    if config.resume:
+        say(f"resuming {out} at step {pos.step:,} of {total:,} (epoch {min(pos.epoch + 1, config.epochs)} "
+            f"of {config.epochs}, {steps_per_epoch:,} steps each)")
+        if pos.step >= total:
+            say(f"{out} is already at step {pos.step:,} of {total:,}: nothing to train "
+                "(give a larger --epochs or --max-steps to go on)")
+        if pos.hooks_done < pos.epoch and pos.position == 0:
+            say(f"finishing epoch {pos.epoch}'s grids and metrics, cut short when the run stopped")
+            run_epoch_hooks(pos.epoch - 1)
+
+    metrics = _MetricBuffer(out / LOG, trainer, lambda: (
+        f"The last good checkpoint is {ckpt_path} (step {pos.checkpoint_step:,}; lower --lr, or resume from it)"
+        if pos.checkpoint_step is not None and ckpt_path.exists() else
+        "No checkpoint had been written yet (lower --lr and start again)"))
+    bar = tqdm(total=total, initial=min(pos.step, total), disable=not config.progress, unit="step",
                dynamic_ncols=True, desc=trainer.name)
-    interval_start = time.perf_counter()
     headline = getattr(trainer, "headline", ())
+    needs_host = getattr(trainer, "needs_host", lambda s: False)
     try:
         with _Interrupt() as interrupt:
-            while epoch < config.epochs and step < total:
-                order = batch_order(config.seed, epoch, n)
-                while position < steps_per_epoch and step < total:
-                    idx = order[position * config.batch_size:(position + 1) * config.batch_size]
-                    metrics = trainer.step(to_device(tuple(d[idx] for d in data)))
-                    step, position = step + 1, position + 1
-                    pending.append(dict(metrics, step=step, epoch=epoch + position / steps_per_epoch))
+            while pos.step < total:
+                # Each pass either finishes an epoch or reaches `total`: the loop cannot spin in place.
+                order = batch_order(config.seed, pos.epoch, n)
+                while pos.position < steps_per_epoch and pos.step < total:
+                    idx = order[pos.position * config.batch_size:(pos.position + 1) * config.batch_size]
+                    step_metrics = trainer.step(to_device(tuple(d[idx] for d in data)))
+                    pos.step, pos.position = pos.step + 1, pos.position + 1
+                    metrics.add(dict(step_metrics, step=pos.step, epoch=pos.epoch + pos.position / steps_per_epoch))
                     bar.update(1)
-                    needs_host = getattr(trainer, "needs_host", lambda s: False)(step)
-                    if step % config.log_every == 0 or needs_host:
-                        last = flush()
-                        bar.set_postfix({"epoch": epoch + 1, **{k: f"{last[k]:.4g}" for k in headline if k in last}})
+                    if pos.step % config.log_every == 0 or needs_host(pos.step):
+                        last = metrics.flush()
+                        bar.set_postfix({"epoch": pos.epoch + 1, **{k: f"{last[k]:.4g}" for k in headline if k in last}})
                     for every, hook in step_hooks:
-                        if every and step % every == 0:
-                            flush()
-                            _without_touching_rng(hook, step, out)
-                            interval_start = time.perf_counter()  # hooks' time is not step time
-                    if step % config.checkpoint_every == 0:
-                        flush()
+                        if every and pos.step % every == 0:
+                            metrics.flush()
+                            _without_touching_rng(hook, pos.step, out)
+                            metrics.restart_clock()  # hooks' time is not step time
+                    if pos.step % config.checkpoint_every == 0:
+                        metrics.flush()
                         save()
-                        interval_start = time.perf_counter()
+                        metrics.restart_clock()
                     if interrupt.requested:
-                        flush()
+                        metrics.flush()
                         save()
-                        bar.write(f"interrupted at step {step}: saved {ckpt_path}; continue with --resume")
-                        raise KeyboardInterrupt
-                if position == steps_per_epoch:
-                    flush()
-                    finished = epoch
-                    epoch, position = epoch + 1, 0
+                        curves()
+                        say(f"interrupted at step {pos.step:,}: saved {ckpt_path}; continue with --resume")
+                        raise RunInterrupted
+                if pos.position >= steps_per_epoch:
+                    metrics.flush()
+                    finished = pos.epoch
+                    pos.epoch, pos.position = pos.epoch + 1, 0
                     save()
-                    if (out / LOG).exists():
-                        plot_curves(out / LOG, out / CURVES, trainer.curve_panels, smooth=20)
-                    for hook in epoch_hooks:
-                        _without_touching_rng(hook, finished, out)
-                    interval_start = time.perf_counter()
-            flush()
+                    curves()
+                    run_epoch_hooks(finished)
+                    metrics.restart_clock()
+            metrics.flush()
             save()
+    except TrainingError:
+        curves()
+        raise
     finally:
         bar.close()
-        log.close()
+        metrics.close()
 
-    if (out / LOG).exists():
-        plot_curves(out / LOG, out / CURVES, trainer.curve_panels, smooth=20)
+    curves()
     if config.num_samples:
         for name, array in trainer.generate(config.num_samples).items():
             with atomic_write(out / f"{name}.npy") as fh:
                 np.save(fh, array, allow_pickle=False)
     return out
+
+
+class _MetricBuffer:
+    """Metrics of the steps since the last logging point: kept on the device, copied to the host in
+    one transfer, checked for NaN/Inf, written as one log.csv row per step."""
+
+    def __init__(self, path, trainer, last_good):
+        self.log = CSVLog(path)
+        self.trainer, self.last_good = trainer, last_good
+        self.pending = []
+        self.restart_clock()
+
+    def restart_clock(self):
+        self.start = time.perf_counter()
+
+    def add(self, row):
+        self.pending.append(row)
+
+    def flush(self):
+        """Copy the pending metrics to the host and log them; returns the last row (or None)."""
+        if not self.pending:
+            return None
+        rows = _to_host_rows(self.pending)  # waits for the device, so the clock below includes its work
+        seconds = (time.perf_counter() - self.start) / len(self.pending)
+        self.pending = []
+        self.restart_clock()
+        for row in rows:
+            row["step_time"] = seconds
+            bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                raise TrainingError(f"{', '.join(bad)} became {row[bad[0]]} at step {row['step']}; "
+                                    f"stopped. {self.last_good()}")
+        hook = getattr(self.trainer, "on_host_metrics", None)
+        if hook is not None:
+            hook(rows)
+        for row in rows:
+            self.log.log(row)
+        return rows[-1]
+
+    def close(self):
+        self.log.close()
+
+
+class _RunLock:
+    """One training process per run folder: an exclusive ``flock`` on ``<out>/.lock`` while it trains."""
+
+    def __init__(self, out, config):
+        self.out, self.fd = Path(out), None
+
+    def __enter__(self):
+        check_out_folder(self.out)
+        if self.out.is_dir():
+            self.acquire()
+        return self
+
+    def acquire(self):
+        if fcntl is None or self.fd is not None:
+            return
+        self.fd = os.open(self.out / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.release()
+            raise RunFolderError(f"{self.out} is in use by another training process right now; "
+                                 "wait for it to finish, or choose another --out") from None
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = None
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_hooks_done(out, default):
+    try:
+        return int(json.loads((out / HOOKS_DONE).read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default  # a run from before this file existed: its hooks ran
+
+
+def _write_hooks_done(out, epochs):
+    with atomic_write(out / HOOKS_DONE) as fh:
+        fh.write(json.dumps({"epochs": epochs}).encode())
 
 
 def _without_touching_rng(hook, index, out):
