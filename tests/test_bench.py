@@ -77,3 +77,30 @@ def test_bench_rejects_an_unknown_configuration():
     r = subprocess.run([sys.executable, "-m", "tinygan.bench", "--only", "nope"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "unknown configuration 'nope'" in r.stderr
+
+
+TINY = dict(kind="began", image_size=32, n=2, batch=2)
+
+
+def test_contention_compares_the_probe_with_the_same_size_product(monkeypatch):
+    # a quiet GPU: the 1024^3 probe reaches only 40% of the 2048^3 peak, as its own best does too
+    speeds = {1024: 40.0, 2048: 100.0}
+    monkeypatch.setattr(bench, "gemm_peak", lambda repeats=5, size=2048: speeds[size])
+    row = bench.measure("tiny", TINY, steps=1, warmup=0, peak=100.0, probe_ref=40.0)
+    assert not row["contended"] and row["probe_gflops"] == 40.0 and row["probe_ref_gflops"] == 40.0
+    speeds[1024] = 20.0                     # now something else takes half the machine
+    assert bench.measure("tiny", TINY, steps=1, warmup=0, peak=100.0, probe_ref=40.0)["contended"]
+    assert bench.contended(27.9, 40.0) and not bench.contended(28.1, 40.0)
+
+
+def test_peak_memory_reads_the_cupy_pool_through_the_backend(monkeypatch):
+    # no GPU here: the strict backend runs the step, and the pool's reading is stood in for
+    monkeypatch.setattr(bench, "gemm_peak", lambda repeats=5, size=2048: 1.0)
+    backend.use("strict")
+    calls = []
+    monkeypatch.setattr(backend, "current", lambda: "cupy")
+    monkeypatch.setattr(backend, "memory_pool_reset", lambda: calls.append("reset"))
+    monkeypatch.setattr(backend, "memory_pool_held", lambda: 3 * 2 ** 20)
+    row = bench.measure("tiny", TINY, steps=1, warmup=0, peak=1.0, probe_ref=1.0)
+    assert row["peak_mem_mb"] == 3.0 and calls == ["reset"]
+    assert "3" in bench._table([row], 1.0, None, "cupy").splitlines()[-1]

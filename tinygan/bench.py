@@ -12,7 +12,9 @@ What one run measures:
   forward, backward and Adam): median, min and max seconds per step over
   ``--steps`` steps after ``--warmup``; images per second; the step's FLOPs;
   GFLOP/s achieved and its fraction of the GEMM peak; the peak memory the
-  step allocates (the conv's reused work buffers included); and a breakdown
+  step allocates (the conv's reused work buffers included: NumPy's allocations
+  through tracemalloc; on CuPy the high-water mark of its memory pool during
+  the step, which also holds the parameters and optimizer state); and a breakdown
   of the step's time into GEMM, im2col/col2im with the Winograd transforms
   (the "im2col" part), optimizer and the rest (elementwise ops and Python
   overhead).
@@ -27,9 +29,12 @@ gradients). A conv with input (N, C, H, W), weight (O, C, kh, kw) and output
 (Ho, Wo) has N*Ho*Wo*O*C*kh*kw multiply-adds; a linear layer N*in*out. An
 algorithm that needs fewer multiplications would count in its favour.
 
-The machine's cores may be shared: a GEMM probe runs before each
-configuration and a configuration measured while the probe was below 70% of
-the peak is flagged as contended. ``--threads N`` sets the BLAS thread count
+The machine's cores may be shared: a 1024^3 GEMM probe runs before each
+configuration, and a configuration measured while the probe was below 70% of
+the same 1024^3 product's best at the start is flagged as contended. (Like is
+compared with like: a GPU reaches a smaller fraction of its peak on the
+smaller product even when idle, so comparing it with the 2048^3 peak would
+flag a quiet device.) ``--threads N`` sets the BLAS thread count
 (the process restarts itself with the variable set, since BLAS reads it when
 NumPy loads).
 """
@@ -97,9 +102,16 @@ def build(config, hidden=64):
 
 def _sync():
     from tinygan import backend
-    xp = backend.xp()
-    if xp.__name__ == "cupy":
-        xp.cuda.Device().synchronize()
+    backend.synchronize()
+
+
+PROBE_SIZE = 1024
+CONTENDED_BELOW = 0.7
+
+
+def contended(probe, reference):
+    """Whether a probe's GFLOP/s says the machine was busy: below 70% of the same-size product's best."""
+    return probe < CONTENDED_BELOW * reference
 
 
 def gemm_peak(repeats=5, size=2048):
@@ -194,9 +206,13 @@ def time_parts():
             setattr(owner, name, original)
 
 
-def measure(name, config, steps, warmup, peak, probe_repeats=3):
+def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
+    """One configuration's row. ``probe_ref``: the best GFLOP/s of the PROBE_SIZE product on a quiet
+    machine (measured here first when not given), against which this configuration's probe is judged."""
     from tinygan import backend
-    probe = gemm_peak(repeats=probe_repeats, size=1024)
+    if probe_ref is None:
+        probe_ref = gemm_peak(repeats=5, size=PROBE_SIZE)
+    probe = gemm_peak(repeats=probe_repeats, size=PROBE_SIZE)
     trainer, batch = build(config)
     for _ in range(warmup):
         trainer.step(batch)
@@ -214,12 +230,16 @@ def measure(name, config, steps, warmup, peak, probe_repeats=3):
         trainer.step(batch)
         _sync()
         total = time.perf_counter() - t
-    peak_mem = None
-    if backend.xp().__name__ != "cupy":  # NumPy reports its allocations to tracemalloc
-        # the conv's reused work buffers were allocated before tracing began: free them so
-        # the traced step allocates them again and they count in its peak
-        from tinygan import functional as F
-        F._release_scratch()
+    # the conv's reused work buffers were allocated before: free them so the measured step
+    # allocates them again and they count in its peak
+    from tinygan import functional as F
+    F._release_scratch()
+    if backend.current() == "cupy":  # the memory pool's high-water mark
+        backend.memory_pool_reset()
+        trainer.step(batch)
+        _sync()
+        peak_mem = backend.memory_pool_held() / 2 ** 20
+    else:  # NumPy reports its allocations to tracemalloc
         tracemalloc.start()
         trainer.step(batch)
         peak_mem = tracemalloc.get_traced_memory()[1] / 2 ** 20
@@ -231,7 +251,8 @@ def measure(name, config, steps, warmup, peak, probe_repeats=3):
     return dict(config=name, image_size=config["image_size"], n=config["n"], batch=config["batch"],
                 s_med=s_med, s_min=min(times), s_max=max(times), img_per_s=config["batch"] / s_med,
                 gflop_step=gflop, gflops=gflop / s_med, peak_fraction=gflop / s_med / peak,
-                peak_mem_mb=peak_mem, contended=probe < 0.7 * peak, probe_gflops=probe,
+                peak_mem_mb=peak_mem, contended=contended(probe, probe_ref), probe_gflops=probe,
+                probe_ref_gflops=probe_ref,
                 breakdown=breakdown)
 
 
@@ -277,11 +298,12 @@ def main(argv=None):
         return 2
     threads = os.environ.get("TINYGAN_BENCH_THREADS")
     peak = gemm_peak()
+    probe_ref = gemm_peak(size=PROBE_SIZE)
     if args.json:
         print(json.dumps({"config": "gemm_peak", "gflops": peak, "backend": args.backend, "threads": threads}), flush=True)
     rows = []
     for name in names:
-        row = measure(name, CONFIGS[name], args.steps, args.warmup, peak)
+        row = measure(name, CONFIGS[name], args.steps, args.warmup, peak, probe_ref=probe_ref)
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
