@@ -10,10 +10,17 @@ uses only functions that NumPy and CuPy both have, with the same meaning.
 * ``get_array_module(*arrays)`` gives the module of existing arrays; ops take
   their module from their inputs, never from global state.
 * ``to_host`` / ``to_device`` are the only doors between host and device.
+* ``use("cupy", device=N)`` selects GPU N, an index into the GPUs the process
+  sees (after ``CUDA_VISIBLE_DEVICES``); ``device()`` tells which.
 * Random numbers come from one NumPy ``Generator`` on the host and are moved to
   the device. A seed then means the same numbers on every backend, and the
-  generator's state can be checkpointed exactly. The arrays drawn per step are
-  small (noise vectors, dropout masks), so the transfer is cheap.
+  generator's state can be checkpointed exactly. The arrays drawn this way per
+  step are small (noise vectors). Large per-step draws (dropout masks, the
+  size of an activation) are made on the array's own device instead by
+  :func:`rand_like`, from a seed drawn on the host, so they stay reproducible
+  from the host generator's state without a host-to-device copy.
+* ``cache_key(xp)`` keys caches of device arrays (work buffers, constant
+  matrices) by array module and device: one place that knows what a device is.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ class BackendError(RuntimeError):
 
 _name = "numpy"
 _xp = np
+_device = None  # the GPU index under "cupy"; None on the host backends
 _rng = np.random.default_rng(0)
 
 
@@ -47,30 +55,72 @@ def _cupy_package():
     return cupy
 
 
-def _load_cupy():
+def _load_cupy(device=0):
     try:
         import cupy
     except ImportError as e:
         raise BackendError(f"backend 'cupy' needs the cupy package, which is not installed ({e}); "
                            f"{_CUPY_HINT}") from None
     try:
-        cupy.zeros(1)  # importing works without a GPU; creating an array does not
-        cupy.cuda.Device(0).synchronize()
+        count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError and friends have no common public base
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BackendError(f"backend 'cupy' is installed but no usable NVIDIA GPU answers ({first}); "
                            f"use --backend numpy, or check the driver and {_CUPY_HINT}") from None
+    if not 0 <= device < count:
+        raise BackendError(f"device {device} does not exist: this process sees {count} GPU"
+                           f"{'' if count == 1 else 's'} (devices 0..{count - 1}; device N counts the GPUs "
+                           "that CUDA_VISIBLE_DEVICES leaves visible)")
+    try:
+        cupy.cuda.Device(device).use()
+        cupy.zeros(1)  # importing works without a GPU; creating an array does not
+        cupy.cuda.Device(device).synchronize()
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BackendError(f"backend 'cupy': GPU {device} does not answer ({first}); "
+                           f"use --backend numpy, or check the driver and {_CUPY_HINT}") from None
     return cupy
 
 
-def use(name: str):
-    """Choose the backend on which new arrays are created: 'numpy', 'cupy' or 'strict'."""
-    global _name, _xp
+def use(name: str, device=None):
+    """Choose the backend on which new arrays are created: 'numpy', 'cupy' or 'strict'.
+
+    ``device`` (cupy only) is the GPU to use, an index into the GPUs this
+    process sees: with ``CUDA_VISIBLE_DEVICES=2,3``, device 1 is physical GPU 3.
+    None means device 0. The host backends have no devices and refuse one.
+    """
+    global _name, _xp, _device
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
-    _xp = {"numpy": lambda: np, "cupy": _load_cupy, "strict": lambda: _strict.module}[name]()
+    if device is not None:
+        if name != "cupy":
+            raise BackendError(f"backend {name!r} runs on the host and has no devices; device={device!r} "
+                               "needs backend 'cupy'")
+        if not isinstance(device, int) or isinstance(device, bool) or device < 0:
+            raise BackendError(f"device must be a GPU index 0, 1, ..., got {device!r}")
+    if name == "cupy":
+        _xp, _device = _load_cupy(0 if device is None else device), (0 if device is None else device)
+    else:
+        _xp, _device = (np if name == "numpy" else _strict.module), None
     _name = name
     return _xp
+
+
+def device():
+    """Index of the GPU in use under the cupy backend; None on the host backends."""
+    return _device
+
+
+def cache_key(xp):
+    """Key of a cache of arrays made by ``xp``: its module and, for CuPy, the current GPU.
+
+    An array cached for one GPU is no use on another (CuPy would refuse it, or
+    copy it between devices every call), so caches of work buffers and
+    constant matrices key by this, never by the module alone.
+    """
+    if xp is np or xp is _strict.module:
+        return (id(xp), None)
+    return (id(xp), xp.cuda.runtime.getDevice())
 
 
 def current() -> str:
@@ -173,6 +223,32 @@ def randn(*shape, dtype=None):
 def rand(*shape, dtype=None):
     """Uniform samples in [0, 1) on the current backend."""
     return to_device(_rng.random(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE)))
+
+
+def rand_like(a, dtype=None):
+    """Uniform samples in [0, 1) of ``a``'s shape, made on ``a``'s own device.
+
+    One integer is drawn from the host generator and seeds the device's
+    generator, so the numbers follow from the checkpointed host state (resume
+    stays exact) while the array itself never crosses from the host. The
+    host backends draw with a NumPy generator of that seed; CuPy with its own
+    generator (other numbers than NumPy's for the same seed).
+    """
+    dt = np.dtype(dtype or a.dtype)
+    s = int(_rng.integers(2 ** 63))
+    xp = get_array_module(a)
+    if xp is np or xp is _strict.module:
+        host = np.random.default_rng(s).random(tuple(a.shape), dtype=dt)
+        return host if xp is np else xp.asarray(host)  # the emulation's "device" is the host
+    gen = _device_generators.get(cache_key(xp))
+    if gen is None:
+        gen = _device_generators[cache_key(xp)] = xp.random.RandomState(s)
+    else:
+        gen.seed(s)
+    return gen.random_sample(tuple(a.shape), dtype=dt)
+
+
+_device_generators = {}  # cache_key -> cupy.random.RandomState, reseeded per draw
 
 
 def uniform(low, high, shape, dtype=None):

@@ -30,7 +30,7 @@ __all__ = [
     "sum", "mean", "max", "exp", "log", "abs", "sqrt", "clip",
     "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "logsigmoid",
     "linear", "conv2d", "conv_transpose2d", "upsample_nearest", "avg_pool2d",
-    "batch_norm", "dropout", "embedding", "one_hot",
+    "batch_norm", "dropout", "embedding", "one_hot", "check_indices",
     "l1_loss", "mse_loss", "binary_cross_entropy_with_logits",
 ]
 
@@ -68,7 +68,7 @@ def _gemm(a, b, out=None):
     return _xp(a, b).matmul(a, b, out=out)
 
 
-# Work buffers reused from call to call, one per (array module, dtype, tag). Large arrays
+# Work buffers reused from call to call, one per (array module and device, dtype, tag). Large arrays
 # come from fresh mmap'ed pages each time they are allocated, and first-touch page faults
 # cost about as much as a pass over the data: the conv's big temporaries (tiles, their
 # transforms, the batched products) take their memory from here instead. A buffer's
@@ -82,7 +82,7 @@ def _scratch(xp, tag, shape, dtype):
     size = 1
     for d in shape:
         size *= d
-    key = (id(xp), tag, dtype)
+    key = (backend.cache_key(xp), tag, dtype)
     buf = _SCRATCH.get(key)
     if buf is None or buf.size < size:
         _SCRATCH.pop(key, None)  # drop the old one before allocating the larger one
@@ -110,12 +110,30 @@ def _as_tensor(x, op):
     raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
 
 
-def _pair(v, name, op):
-    if isinstance(v, int):
-        return v, v
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
-        return tuple(v)
-    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pair(v, name, op, least=None):
+    """(v, v) or the pair v itself; with ``least``, each must be >= least (a ValueError naming it)."""
+    if _is_int(v):
+        pair = (v, v)
+    elif isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(i) for i in v):
+        pair = tuple(v)
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+    if least is not None and min(pair) < least:
+        raise ValueError(f"{op}: {name} must be {'positive' if least == 1 else f'at least {least}'}, got {v!r}")
+    return pair
+
+
+def _size(v, name, op):
+    """A layer size (features, channels, classes): a positive int, else an error naming it."""
+    if not _is_int(v):
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__} {v!r}")
+    if v < 1:
+        raise ValueError(f"{op}: {name} must be a positive int, got {v}")
+    return v
 
 
 def _axes(axis, ndim):
@@ -488,7 +506,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
              f"input has {x.shape[1]} channels (shape {x.shape}) but weight expects "
              f"{weight.shape[1]} (weight shape {weight.shape})")
     _xp(x, weight, bias)
-    (sh, sw), (ph, pw) = _pair(stride, "stride", op), _pair(padding, "padding", op)
+    (sh, sw), (ph, pw) = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
     _, _, h, w = x.shape
     o, _, kh, kw = weight.shape
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
@@ -582,7 +600,7 @@ _WINOGRAD_ARRAYS = {}
 def _winograd_matrices(m, xp, dtype):
     """(B^T, G, A^T) of F(m x m, 3 x 3) as arrays of ``dtype`` on ``xp`` (made once, then cached)."""
     lists = _WINOGRAD[m]
-    key = (m, id(xp), dtype)
+    key = (m, backend.cache_key(xp), dtype)
     cached = _WINOGRAD_ARRAYS.get(key)
     if cached is None or cached[0] is not lists:  # a replaced table (a test's mutation) is re-read
         cached = _WINOGRAD_ARRAYS[key] = (lists, tuple(xp.asarray(mat, dtype=dtype) for mat in lists))
@@ -807,8 +825,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
              f"input has {x.shape[1]} channels (shape {x.shape}) but weight expects "
              f"{weight.shape[0]} (weight shape {weight.shape}, layout (in, out, kh, kw))")
     xp = _xp(x, weight, bias)
-    (sh, sw), (ph, pw) = _pair(stride, "stride", op), _pair(padding, "padding", op)
-    oph, opw = _pair(output_padding, "output_padding", op)
+    (sh, sw), (ph, pw) = _pair(stride, "stride", op, 1), _pair(padding, "padding", op, 0)
+    oph, opw = _pair(output_padding, "output_padding", op, 0)
     _require(oph < sh and opw < sw, op, f"output_padding {output_padding} must be smaller than stride {stride}")
     n, cin, h, w = x.shape
     _, cout, kh, kw = weight.shape
@@ -857,9 +875,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     op = "avg_pool2d"
     _check_nchw(x, op)
     xp = _xp(x)
-    kh, kw = _pair(kernel_size, "kernel_size", op)
-    sh, sw = _pair(stride if stride is not None else kernel_size, "stride", op)
-    ph, pw = _pair(padding, "padding", op)
+    kh, kw = _pair(kernel_size, "kernel_size", op, 1)
+    sh, sw = _pair(stride if stride is not None else kernel_size, "stride", op, 1)
+    ph, pw = _pair(padding, "padding", op, 0)
+    _require(ph <= kh // 2 and pw <= kw // 2, op,  # PyTorch's rule: a window must hold an input pixel
+             f"padding {padding!r} must be at most half the kernel size {kernel_size!r}")
     n, c, h, w = x.shape
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     _require(ho > 0 and wo > 0, op, f"kernel {kh}x{kw} is larger than the padded input (shape {x.shape})")
@@ -929,16 +949,57 @@ def dropout(x, p=0.5, training=True):
     _require(0 <= p < 1, "dropout", f"p must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
-    keep = (backend.rand(*x.shape, dtype=x.dtype) >= p) / (1 - p)
-    keep = keep.astype(x.dtype)
+    # the mask is drawn on x's device (backend.rand_like), not on the host and copied every forward
+    keep = ((backend.rand_like(x.data) >= p) / (1 - p)).astype(x.dtype)
     return _make(x.data * keep, (x,), lambda g: (g * keep,))
 
 
-def one_hot(labels, num_classes, dtype=None):
-    """(N,) integer labels -> (N, num_classes) float array (no gradient)."""
+def check_indices(labels, num_classes, what="labels"):
+    """Raise IndexError unless every integer in ``labels`` lies in 0 .. num_classes - 1.
+
+    Out-of-range labels do different wrong things per backend: NumPy's gather
+    raises, CuPy's wraps silently, and a one-hot row of an unknown class is all
+    zeros on both. Check them once where they come from, on the host (data
+    loaders, before ``to_device``): that costs nothing on a GPU. Given a device
+    array it works too, by one reduction and one explicit transfer, so call it
+    there only at a logging point, never inside a training step. ``one_hot``
+    and ``embedding`` call it on host inputs only, for the same reason.
+    """
+    _size(num_classes, "num_classes", what)
     lab = _data(labels)
+    if backend.is_host(lab):
+        lab = backend.to_host(lab)  # lists and scalars too
+    if lab.size == 0:  # an empty list has dtype float64, and no label out of range
+        return
+    _require_integers(lab, what)
+    if backend.is_host(lab):
+        lo, hi = int(lab.min()), int(lab.max())
+    else:  # one reduction and one transfer: the caller chose to pay a synchronisation here
+        xp = backend.get_array_module(lab)
+        lo, hi = (int(v) for v in backend.to_host(xp.stack([lab.min(), lab.max()]).astype("int64")))
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        raise IndexError(f"{what}: {bad} is out of range for {num_classes} classes (expected 0..{num_classes - 1}, "
+                         f"got values {lo}..{hi}); CuPy would not raise here but wrap or zero silently")
+
+
+def _require_integers(lab, what):
+    if lab.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be integers, got dtype {lab.dtype}")
+
+
+def one_hot(labels, num_classes, dtype=None):
+    """(N,) integer labels -> (N, num_classes) float array (no gradient).
+
+    Host labels are range-checked (:func:`check_indices`); device labels are not
+    (that would synchronise the GPU every step): check them where they come from.
+    """
+    lab = _data(labels)
+    _size(num_classes, "num_classes", "one_hot")
+    _require_integers(lab, "one_hot: labels")
+    if backend.is_host(lab):
+        check_indices(lab, num_classes, "one_hot: labels")
     xp = backend.get_array_module(lab)
-    _require(lab.dtype.kind in "iu", "one_hot", f"labels must be integers, got dtype {lab.dtype}")
     return (lab.reshape(-1, 1) == xp.arange(num_classes).reshape(1, -1)).astype(dtype or backend.DEFAULT_DTYPE)
 
 
@@ -950,9 +1011,11 @@ def embedding(indices, weight):
     """
     idx = _data(indices)
     _xp(idx, weight)  # host labels with device weights: a BackendError here, not a silent copy
-    _require(idx.dtype.kind in "iu", "embedding", f"indices must be integers, got dtype {idx.dtype}")
+    _require_integers(idx, "embedding: indices")
     _require(weight.ndim == 2, "embedding", f"weight must be (num_embeddings, dim), got {weight.shape}")
     num, dim = weight.shape
+    if backend.is_host(idx):  # device indices: see check_indices, where they come from
+        check_indices(idx, num, "embedding: indices")
     out = weight.data[idx.reshape(-1)].reshape(tuple(idx.shape) + (dim,))
 
     def backward(g):

@@ -159,6 +159,9 @@ class Sequential(Module):
     def __init__(self, *layers):
         super().__init__()
         for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):  # as torch.nn.Sequential; it was silently dropped
+                raise TypeError(f"Sequential: argument {i} is a {type(layer).__name__} ({layer!r}), not an "
+                                "nn.Module; wrap a function in a Module subclass that calls it in forward()")
             setattr(self, str(i), layer)
 
     def __getitem__(self, i):
@@ -234,6 +237,8 @@ def _empty(*shape):
 class Linear(Module):
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
+        F._size(in_features, "in_features", "Linear")
+        F._size(out_features, "out_features", "Linear")
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(_empty(out_features, in_features))
         self.bias = Parameter(_empty(out_features)) if bias else None
@@ -249,7 +254,11 @@ class Linear(Module):
 class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         super().__init__()
-        kh, kw = F._pair(kernel_size, "kernel_size", "Conv2d")
+        F._size(in_channels, "in_channels", "Conv2d")
+        F._size(out_channels, "out_channels", "Conv2d")
+        kh, kw = F._pair(kernel_size, "kernel_size", "Conv2d", 1)
+        F._pair(stride, "stride", "Conv2d", 1)
+        F._pair(padding, "padding", "Conv2d", 0)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         self.weight = Parameter(_empty(out_channels, in_channels, kh, kw))
@@ -269,7 +278,12 @@ class ConvTranspose2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, bias=True):
         super().__init__()
-        kh, kw = F._pair(kernel_size, "kernel_size", "ConvTranspose2d")
+        F._size(in_channels, "in_channels", "ConvTranspose2d")
+        F._size(out_channels, "out_channels", "ConvTranspose2d")
+        kh, kw = F._pair(kernel_size, "kernel_size", "ConvTranspose2d", 1)
+        F._pair(stride, "stride", "ConvTranspose2d", 1)
+        F._pair(padding, "padding", "ConvTranspose2d", 0)
+        F._pair(output_padding, "output_padding", "ConvTranspose2d", 0)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding, self.output_padding = (kh, kw), stride, padding, output_padding
         self.weight = Parameter(_empty(in_channels, out_channels, kh, kw))
@@ -305,6 +319,7 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__()
+        F._size(num_features, "num_features", type(self).__name__)
         self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
         self.weight = Parameter(backend.xp().ones(num_features, dtype=backend.DEFAULT_DTYPE)) if affine else None
         self.bias = Parameter(_empty(num_features)) if affine else None
@@ -340,6 +355,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim):
         super().__init__()
+        F._size(num_embeddings, "num_embeddings", "Embedding")
+        F._size(embedding_dim, "embedding_dim", "Embedding")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(_empty(num_embeddings, embedding_dim))
         init.normal_(self.weight)

@@ -70,7 +70,8 @@ class Tensor:
             data = data.astype(dtype)
         self.data = data
         self.grad = None
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = False
+        self.requires_grad = requires_grad
         self._parents = ()
         self._backward = None
         self._freed = False  # an op output whose graph a backward() has released
@@ -84,6 +85,18 @@ class Tensor:
             out._parents = tuple(parents)
             out._backward = backward
         return out
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        if value and self.data.dtype.kind not in "fc":  # as PyTorch: a gradient of an integer is not defined
+            raise TypeError(f"only floating point tensors can require gradients; this tensor has dtype "
+                            f"{self.data.dtype} (shape {tuple(self.data.shape)}): cast it first, e.g. "
+                            "tensor(x, dtype=float32)")
+        self._requires_grad = bool(value)
 
     # ---- properties shared with the array --------------------------------
     shape = property(lambda self: tuple(self.data.shape))
