@@ -109,6 +109,8 @@ def epoch_hooks(trainer, images, args):
     rng = np.random.default_rng(args.seed + 7)
     shown = images[rng.choice(len(images), min(32, len(images)), replace=False)]
     swd_real = images[rng.choice(len(images), min(args.swd_samples, len(images)), replace=False)] if args.swd_samples else None
+    # SWD runs where G does: the real set goes to the device once, the fakes never leave it
+    swd_real = backend.to_device(swd_real.astype(np.float32) / 255) if args.swd_samples else None
 
     def reconstructions(epoch, out):
         real = to_device((shown,))[0].data
@@ -120,8 +122,8 @@ def epoch_hooks(trainer, images, args):
         interpolation_strip(trainer, Path(out) / "interpolation.png")
 
     def swd(epoch, out):
-        fake = trainer.generate(len(swd_real))["samples"]
-        result = sliced_wasserstein(swd_real.astype(np.float32) / 255, fake, rng=epoch)
+        fake = trainer.generate(len(swd_real), to_host=False)["samples"]
+        result = sliced_wasserstein(swd_real, fake, rng=epoch)
         log = read_csv_log(Path(out) / "log.csv")
         in_epoch = (log["epoch"] > epoch) & (log["epoch"] <= epoch + 1)
         m_mean = float(np.mean(log["M"][in_epoch])) if in_epoch.any() else float("nan")

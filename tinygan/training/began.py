@@ -140,12 +140,14 @@ class BEGANTrainer:
                 self.opt_g.lr = self.opt_d.lr = self.schedule.lr
 
     # ---- sampling ------------------------------------------------------------
-    def sample(self, z):
-        """G(z) as host float32 images in [0, 1]."""
+    def sample(self, z, to_host=True):
+        """G(z) as float32 images in [0, 1]: on the host, or left on the device with ``to_host=False``."""
         self.G.eval()
         with no_grad():
             out = self.G(tensor(z)).data
         self.G.train()
+        if not to_host:
+            return backend.get_array_module(out).clip((out + 1) / 2, 0, 1)
         return np.clip((backend.to_host(out) + 1) / 2, 0, 1).astype(np.float32)
 
     def sample_fixed(self):
@@ -157,10 +159,12 @@ class BEGANTrainer:
             out = self.D(tensor(x)).data
         return np.clip((backend.to_host(out) + 1) / 2, 0, 1).astype(np.float32)
 
-    def generate(self, n, chunk=256):
-        """``n`` samples from fresh noise: {"samples": (n, 3, H, W) float32 in [0, 1]}."""
-        parts = [self.sample(self.noise(min(chunk, n - i))) for i in range(0, n, chunk)]
-        return {"samples": np.concatenate(parts)}
+    def generate(self, n, chunk=256, to_host=True):
+        """``n`` samples from fresh noise: {"samples": (n, 3, H, W) float32 in [0, 1]}, on the host
+        (or on the device with ``to_host=False``, for metrics computed there)."""
+        parts = [self.sample(self.noise(min(chunk, n - i)), to_host) for i in range(0, n, chunk)]
+        xp = np if to_host else backend.get_array_module(parts[0])
+        return {"samples": xp.concatenate(parts)}
 
     # ---- state ---------------------------------------------------------------
     def state_dict(self):
