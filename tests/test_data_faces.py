@@ -246,11 +246,14 @@ def test_bad_sources_and_arguments(tmp_path, face_dir):
 
 def test_lfw_default_without_network(tmp_path):
     cache = tmp_path / "c"
-    with pytest.raises(DataError, match=r"LFW deep-funneled is not in the cache .*pass download=True"):
+    with pytest.raises(DataError, match=r"LFW is not in the cache \(.*lfw-deepfunneled.tgz or "
+                                        r".*lfw-funneled.tgz\); pass download=True"):
         load_faces(None, cache_dir=cache, download=False)
-    # urlopen is patched to refuse: the download error is one line with the --data hint.
-    with pytest.raises(DownloadError, match=r"^could not download lfw-deepfunneled.tgz: network "
-                                            r"unreachable \(.*refused.*\); pass --data PATH"):
+    # urlopen is patched to refuse: the download error is one line naming both sources.
+    with pytest.raises(DownloadError, match=r"^could not download LFW from its 2 sources: 1\) LFW "
+                                            r"deep-funneled, .*: connection refused; 2\) LFW funneled, "
+                                            r".*: connection refused; .*; get lfw-deepfunneled.tgz"
+                                            r".* by hand .* pass it with --data PATH"):
         load_faces(None, cache_dir=cache, progress=False)
 
 

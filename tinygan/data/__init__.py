@@ -7,25 +7,38 @@ Everything here runs on the host with NumPy and returns ``uint8`` or
 * :func:`load_faces` - LFW deep-funneled or any folder/archive of photos,
   grayscale excluded, centre-cropped and resized, cached as ``.npy``.
 * :data:`MIXTURES`, :func:`sample_mixture` - the ring and grid mixtures.
-* :func:`download`, :func:`safe_extract`, :func:`md5sum`,
-  :func:`default_cache_dir` - the plumbing, usable on their own.
+* :func:`fingerprint` - a short hash of arrays, for checkpoints to record
+  what the data was.
+* :func:`fetch`, :class:`Source`, :func:`download`, :func:`safe_extract`,
+  :func:`md5sum`, :func:`sha256sum`, :func:`default_cache_dir`,
+  :func:`cache_lock` - the plumbing, usable on their own.
 
-Data problems raise :class:`DataError` (downloads: :class:`DownloadError`).
+Data problems raise :class:`DataError` (downloads: :class:`DownloadError`);
+notes that are not errors are :class:`DataWarning` (one line each).
 """
 
 from .archive import safe_extract
-from .download import default_cache_dir, download, md5sum
-from .errors import DataError, DownloadError
+from .cache import cache_lock
+from .download import Fetched, Source, default_cache_dir, download, fetch, md5sum, sha256sum
+from .errors import DataError, DataWarning, DownloadError
 from .faces import DEFAULT_CROP, FaceStats, load_faces
+from .fingerprint import fingerprint
 from .mnist import read_idx, load_mnist
 from .toy import MIXTURES, Mixture, sample_mixture
 
 __all__ = [
     "DataError",
+    "DataWarning",
     "DownloadError",
     "default_cache_dir",
     "download",
+    "fetch",
+    "Fetched",
+    "Source",
+    "cache_lock",
+    "fingerprint",
     "md5sum",
+    "sha256sum",
     "safe_extract",
     "read_idx",
     "load_mnist",

@@ -10,7 +10,7 @@ Programming mistakes (a bad argument value) still raise ``ValueError`` or
 
 from __future__ import annotations
 
-__all__ = ["DataError", "DownloadError"]
+__all__ = ["DataError", "DownloadError", "DataWarning"]
 
 
 class DataError(Exception):
@@ -23,3 +23,20 @@ class DownloadError(DataError):
     A subclass of :class:`DataError` because, for the caller, "the data is not
     usable" is the same situation whether it came from disk or the network.
     """
+
+
+class DataWarning(UserWarning):
+    """A note about the data that is not an error (files skipped, a fallback source used).
+
+    The loaders emit it with :func:`warnings.warn_explicit` under the file name
+    ``tinygan.data``, so the standard warning display is one line with no
+    Python source line under it; they also return the same notes (e.g.
+    :attr:`tinygan.data.FaceStats.notes`) for callers that print their own,
+    and ``warn=False`` turns the warnings off.
+    """
+
+
+def data_warning(message: str) -> None:
+    """Emit ``message`` as a one-line :class:`DataWarning` (no source line is printed)."""
+    import warnings
+    warnings.warn_explicit(message, DataWarning, filename="tinygan.data", lineno=0)

@@ -3,6 +3,11 @@
 Loading 13,233 JPEGs takes a few seconds, so the preprocessed array is cached
 as ``.npy`` under a key that changes whenever the files, the size or the crop
 change; later calls read the cache. See :func:`load_faces`.
+
+LFW is downloaded from the sources of :data:`LFW_SOURCES`, tried in order and
+each verified by its published checksum: the deep-funneled archive at its
+original address, then the "funneled" variant (the same 13,233 photos aligned
+by the earlier funneling method) that scikit-learn downloads from figshare.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -24,18 +30,40 @@ import PIL
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from ..checkpoint import atomic_write
 from .archive import safe_extract
-from .download import default_cache_dir
-# Imported under another name: load_faces's ``download`` flag would shadow it.
-from .download import download as _download_file
-from .errors import DataError
+from .cache import cache_lock, cache_writes
+from .download import LOCAL_COPY_HINT, Source, default_cache_dir, fetch
+from .errors import DataError, data_warning
 
-__all__ = ["load_faces", "FaceStats", "DEFAULT_CROP", "IMAGE_EXTENSIONS", "LFW_URL", "LFW_MD5"]
+__all__ = ["load_faces", "FaceStats", "DEFAULT_CROP", "IMAGE_EXTENSIONS", "LFW_URL", "LFW_MD5",
+           "LFW_FUNNELED_URL", "LFW_FUNNELED_SHA256", "LFW_SOURCES", "MIN_SIDE", "min_side"]
 
 logger = logging.getLogger(__name__)
 
 LFW_URL = "http://vis-www.cs.umass.edu/lfw/lfw-deepfunneled.tgz"
 LFW_MD5 = "68331da3eb755a505a502b5aacb3c201"
+#: scikit-learn's copy of LFW "funneled" (fetch_lfw_people downloads it).
+LFW_FUNNELED_URL = "https://ndownloader.figshare.com/files/5976015"
+LFW_FUNNELED_SHA256 = "b47c8422c8cded889dc5a13418c4bc2abbda121092b3533a83306f90d900100a"
+
+#: Where ``load_faces(None)`` gets LFW, in order; each file is checked against
+#: its published checksum before it is used.
+LFW_SOURCES = (
+    Source(LFW_URL, f"md5:{LFW_MD5}", "LFW deep-funneled, original site", "lfw-deepfunneled.tgz"),
+    Source(LFW_FUNNELED_URL, f"sha256:{LFW_FUNNELED_SHA256}",
+           "LFW funneled, scikit-learn's copy on figshare", "lfw-funneled.tgz"),
+)
+
+#: How to get LFW by hand: the end of the message when every source failed.
+LFW_BY_HAND = ("get lfw-deepfunneled.tgz (or lfw-funneled.tgz, or the deep-funneled .zip) by hand "
+               "from a public dataset site that mirrors LFW (search the dataset hubs for "
+               "'lfw-deepfunneled'), or use any folder of face photos, and pass it with --data PATH "
+               "(a folder, .tgz or .zip; load_faces(source=PATH) in Python)")
+
+#: Images whose shorter side is under ``min_side(size)`` pixels are left out
+#: (``FaceStats.too_small``): at least this many pixels...
+MIN_SIDE = 8
 
 #: Side of the centred square cut from each original before resizing; chosen
 #: for LFW's 250x250 deep-funneled frames (see load_faces).
@@ -45,16 +73,27 @@ DEFAULT_CROP = 128
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 # Bump whenever the preprocessing changes, so stale caches are not reused.
-_CACHE_VERSION = 1
+# 2: images smaller than min_side(size) are left out.
+_CACHE_VERSION = 2
 # Below this many files a worker pool costs more to start than it saves.
 _POOL_MIN_FILES = 256
 # Modes that have one colour channel: grayscale by construction.
 _SINGLE_CHANNEL_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _EXIF_ORIENTATION = 0x0112
 
-_OK, _GRAY, _BAD = 0, 1, 2
+_OK, _GRAY, _BAD, _SMALL = 0, 1, 2, 3
 # Image.Resampling appeared in Pillow 9.1; the project allows Pillow 9.0.
 _LANCZOS = getattr(Image, "Resampling", Image).LANCZOS
+
+
+def min_side(size: int) -> int:
+    """The shortest image side, in pixels, kept for output images of ``size`` pixels.
+
+    ``max(MIN_SIDE, ceil(size / 2))``: an image would otherwise be enlarged
+    more than twice (a 1x1 photo would become a flat tile of one colour), and
+    nothing under 8 px is a face. 32 px for the default 64x64 output.
+    """
+    return max(MIN_SIDE, math.ceil(size / 2))
 
 
 @dataclass
@@ -66,7 +105,8 @@ class FaceStats:
         grayscale_excluded: images left out because R == G == B at every
             pixel of the decoded original, or the file has a single channel.
         unreadable: files that could not be decoded (corrupt, truncated).
-        kept: colour images returned; ``found - grayscale_excluded - unreadable``.
+        kept: colour images returned;
+            ``found - grayscale_excluded - unreadable - too_small``.
         smaller_than_crop: kept images smaller than ``crop``, for which the
             largest centred square was used instead.
         unreadable_examples: up to five ``"relative/path: reason"`` strings.
@@ -75,6 +115,14 @@ class FaceStats:
         cache_file: the ``.npy`` holding the returned array.
         from_cache: whether this call read the cache instead of decoding.
         seconds: wall time of this call.
+        too_small: colour images left out because their shorter side is under
+            :func:`min_side` ``(size)`` pixels.
+        too_small_examples: up to five ``"relative/path: WxH"`` strings.
+        source: what the images came from, in words: the folder or archive
+            given, or the LFW source used and its address.
+        notes: one-line notes for the user (files left out, images smaller
+            than the crop, a fallback source in use), the same text as the
+            :class:`~tinygan.data.DataWarning` warnings.
     """
 
     found: int
@@ -87,6 +135,10 @@ class FaceStats:
     cache_file: Optional[str] = None
     from_cache: bool = False
     seconds: float = 0.0
+    too_small: int = 0
+    too_small_examples: List[str] = field(default_factory=list)
+    source: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
 
 
 def load_faces(
@@ -99,13 +151,17 @@ def load_faces(
     *,
     return_stats: bool = False,
     workers: Optional[int] = None,
+    warn: bool = True,
 ) -> Union[np.ndarray, Tuple[np.ndarray, FaceStats]]:
     """Load colour face images, centre-cropped and resized, as ``uint8`` NCHW.
 
     Each image is decoded at full resolution; images that are grayscale
     (R == G == B at every pixel of the decoded original, or stored with a
-    single channel) are excluded and counted; a centred ``crop`` x ``crop``
-    square is cut and resized to ``size`` x ``size`` with Lanczos filtering.
+    single channel) are excluded and counted, and so are images whose shorter
+    side is under :func:`min_side` ``(size)`` pixels (``max(8, size / 2)``: 32
+    for 64x64; they would be enlarged more than twice); a centred ``crop`` x
+    ``crop`` square is cut and resized to ``size`` x ``size`` with Lanczos
+    filtering.
     On LFW deep-funneled this keeps exactly 13,194 of 13,233 images (the count
     the BEGAN write-up trained on).
 
@@ -135,8 +191,10 @@ def load_faces(
             files (hidden files and ``__MACOSX`` folders skipped; files read in
             sorted order of their relative paths, so the order is the same on
             every machine); or a .tgz/.tar.gz/.tar/.zip archive, extracted
-            safely into the cache once; or ``None`` for LFW deep-funneled,
-            downloaded into the cache (111 MB, md5 checked) and extracted.
+            safely into the cache once; or ``None`` for LFW, downloaded into
+            the cache from the first of :data:`LFW_SOURCES` that works (LFW
+            deep-funneled, 111 MB, md5 checked; else LFW funneled from
+            figshare, sha256 checked, with a note) and extracted.
         size: side of the returned images in pixels.
         crop: side of the centred square cut from each original, in pixels of
             the original, or ``None`` for the largest centred square. An image
@@ -151,19 +209,28 @@ def load_faces(
         workers: decoding processes; default ``min(2, cpu_count)``; 1 decodes
             in this process. Folders under 256 files are always decoded here,
             where a pool would cost more to start than it saves.
+        warn: emit the notes as warnings. ``False`` leaves them only in
+            ``FaceStats.notes``, for a caller that prints them itself.
 
     Returns:
         ``uint8`` array ``(N, 3, size, size)``, or ``(array, FaceStats)``.
 
     Warns:
-        UserWarning: one line when files were skipped as unreadable
-            (``"skipped 3 unreadable files under ..., e.g. a/b.jpg: reason"``),
-            and one when images were smaller than ``crop``.
+        DataWarning: (a UserWarning, shown as one line without a source line)
+            one when files were skipped as unreadable (``"skipped 3 unreadable
+            files under ..., e.g. a/b.jpg: reason"``), one when images were
+            too small, one when images were smaller than ``crop``, and one when
+            LFW came from the funneled fallback. The same lines are in
+            ``FaceStats.notes``.
+
+    Several processes may load the same source at once: one extracts and
+    decodes, the others wait for it (saying so in one line) and read its cache.
 
     Raises:
         DataError: the source does not exist or is neither a folder nor an
-            archive, holds no image files, or no usable colour image;
-            DownloadError when LFW cannot be downloaded.
+            archive, holds no image files, or no usable colour image; the
+            cache cannot be written (the message names the path and suggests
+            ``TINYGAN_CACHE``); DownloadError when no LFW source works.
         ValueError: ``size`` or ``crop`` is not a positive integer.
     """
     start = time.perf_counter()
@@ -172,7 +239,7 @@ def load_faces(
         _check_positive_int("crop", crop)
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "faces"
 
-    folder = _resolve_source(source, cache_dir, download, progress)
+    folder, described, fallback = _resolve_source(source, cache_dir, download, progress)
     entries = _list_images(folder)
     if not entries:
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
@@ -180,26 +247,38 @@ def load_faces(
     cache_file = cache_dir / _cache_name(folder, entries, size, crop)
     stats_file = cache_file.with_suffix(".json")
     cached = _read_cache(cache_file, stats_file, size)
+    if cached is None:
+        # One process decodes; the others wait here, then find its cache.
+        with cache_lock(cache_file, f"decode the images under {folder}"):
+            cached = _read_cache(cache_file, stats_file, size)
+            if cached is None:
+                images, stats = _decode_all(folder, entries, size, crop, progress, workers)
+                stats.folder = str(folder)
+                stats.cache_file = str(cache_file)
+                if stats.kept == 0:
+                    raise DataError(
+                        f"no usable colour images under {folder}: found {stats.found} image "
+                        f"files, {stats.grayscale_excluded} grayscale (excluded), "
+                        f"{stats.unreadable} unreadable"
+                        + (f", e.g. {stats.unreadable_examples[0]}"
+                           if stats.unreadable_examples else "")
+                        + (f", {stats.too_small} smaller than {min_side(size)} px"
+                           if stats.too_small else ""))
+                _write_cache(cache_file, stats_file, images, stats)
     if cached is not None:
         images, stats = cached
         stats.from_cache = True
         stats.folder, stats.cache_file = str(folder), str(cache_file)
-    else:
-        images, stats = _decode_all(folder, entries, size, crop, progress, workers)
-        stats.folder = str(folder)
-        stats.cache_file = str(cache_file)
-        if stats.kept == 0:
-            raise DataError(
-                f"no usable colour images under {folder}: found {stats.found} image files, "
-                f"{stats.grayscale_excluded} grayscale (excluded), {stats.unreadable} unreadable"
-                + (f", e.g. {stats.unreadable_examples[0]}" if stats.unreadable_examples else ""))
-        _write_cache(cache_file, stats_file, images, stats)
     stats.seconds = time.perf_counter() - start
-
-    _warn_about(stats, crop)
-    logger.info("faces from %s: found %d, grayscale excluded %d, unreadable %d, kept %d "
-                "(%s, %.1f s)", folder, stats.found, stats.grayscale_excluded, stats.unreadable,
-                stats.kept, "cached" if stats.from_cache else "decoded", stats.seconds)
+    stats.source = described
+    stats.notes = _notes(stats, size, crop, fallback)
+    if warn:
+        for note in stats.notes:
+            data_warning(note)
+    logger.info("faces from %s: found %d, grayscale excluded %d, unreadable %d, too small %d, "
+                "kept %d (%s, %.1f s)", described, stats.found, stats.grayscale_excluded,
+                stats.unreadable, stats.too_small, stats.kept,
+                "cached" if stats.from_cache else "decoded", stats.seconds)
     return (images, stats) if return_stats else images
 
 
@@ -212,28 +291,43 @@ def _check_positive_int(name: str, value) -> None:
 # Where the images are
 # ----------------------------------------------------------------------------
 
-def _resolve_source(source, cache_dir: Path, download: bool, progress: bool) -> Path:
-    """The folder to read: the source itself, an extracted archive, or LFW."""
+def _resolve_source(source, cache_dir: Path, download: bool, progress: bool):
+    """``(folder to read, the source in words, the LFW fallback Source or None)``."""
     if source is None:
-        archive = cache_dir / "lfw-deepfunneled.tgz"
-        if not archive.is_file():
-            if not download:
-                raise DataError(f"LFW deep-funneled is not in the cache ({archive}); pass "
-                                "download=True, or source= a folder or archive of images")
-            _download_file(LFW_URL, archive, md5=LFW_MD5, progress=progress)
-        return _extracted(archive, cache_dir)
+        return _lfw(cache_dir, download, progress)
 
     path = Path(source).expanduser()
     if path.is_dir():
-        return path.resolve()
+        return path.resolve(), str(path.resolve()), None
     if path.is_file():
-        return _extracted(path, cache_dir)
+        return _extracted(path, cache_dir), f"{path.resolve()} (archive)", None
     raise DataError(f"face source not found: {path} (expected a folder of images or a "
                     ".tgz/.tar.gz/.tar/.zip archive)")
 
 
+def _lfw(cache_dir: Path, download: bool, progress: bool):
+    """LFW from the cache, or downloaded from the first of LFW_SOURCES that works."""
+    if not download:
+        for candidate in LFW_SOURCES:
+            # Files reach these names only once verified (see fetch), so no
+            # checksum is recomputed here.
+            if (cache_dir / candidate.dest_name()).is_file():
+                archive, used = cache_dir / candidate.dest_name(), candidate
+                break
+        else:
+            names = " or ".join(str(cache_dir / c.dest_name()) for c in LFW_SOURCES)
+            raise DataError(f"LFW is not in the cache ({names}); pass download=True, or "
+                            "source= a folder or archive of images")
+    else:
+        archive, used, _ = fetch(LFW_SOURCES, cache_dir, desc="LFW", progress=progress,
+                                 hint=LFW_BY_HAND)
+    described = f"{used.what}: {used.url} (cached as {archive})"
+    fallback = used if used is not LFW_SOURCES[0] else None
+    return _extracted(archive, cache_dir), described, fallback
+
+
 def _extracted(archive: Path, cache_dir: Path) -> Path:
-    """Extract ``archive`` into the cache unless an earlier call already did."""
+    """Extract ``archive`` into the cache unless an earlier call (or another process) did."""
     archive = archive.resolve()
     st = archive.stat()
     # The archive's identity is its path, size and mtime: re-downloading or
@@ -246,13 +340,15 @@ def _extracted(archive: Path, cache_dir: Path) -> Path:
             stem = stem[: -len(suffix)]
             break
     dest = cache_dir / "extracted" / f"{stem}-{key}"
-    if not dest.is_dir():
-        logger.info("extracting %s into %s (once)", archive, dest)
-        try:
-            safe_extract(archive, dest)
-        except OSError:
-            if not dest.is_dir():  # another process may have finished first
-                raise
+    if dest.is_dir():
+        return dest
+    with cache_lock(dest, f"extract {archive.name}"):
+        if not dest.is_dir():  # another process may have finished while we waited
+            logger.info("extracting %s into %s (once)", archive, dest)
+            with cache_writes(dest):
+                # safe_extract works in a private temporary folder beside dest
+                # and renames it into place at the end.
+                safe_extract(archive, dest)
     return dest
 
 
@@ -288,7 +384,8 @@ def _list_images(root: Path) -> List[Tuple[str, int, int]]:
 
 def _decode_one(path: str, size: int, crop: Optional[int]):
     """Decode one file: ``(_OK, uint8 (3, size, size), clipped)``, ``(_GRAY, None,
-    False)`` or ``(_BAD, reason, False)``. Runs in worker processes."""
+    False)``, ``(_SMALL, "WxH", False)`` or ``(_BAD, reason, False)``. Runs in
+    worker processes."""
     try:
         # Pillow warns about harmless oddities (odd EXIF, large images); over
         # thousands of files that would flood the terminal. Real damage raises.
@@ -314,6 +411,8 @@ def _decode_one(path: str, size: int, crop: Optional[int]):
         if (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all():
             return _GRAY, None, False
         width, height = rgb.size
+        if min(width, height) < min_side(size):
+            return _SMALL, f"{width}x{height}", False
         side = min(width, height) if crop is None else crop
         clipped = side > min(width, height)
         side = min(side, width, height)
@@ -349,6 +448,10 @@ def _decode_all(folder: Path, entries, size: int, crop: Optional[int], progress:
                 stats.smaller_than_crop += clipped
             elif status == _GRAY:
                 stats.grayscale_excluded += 1
+            elif status == _SMALL:
+                stats.too_small += 1
+                if len(stats.too_small_examples) < 5:
+                    stats.too_small_examples.append(f"{rel}: {payload}")
             else:
                 stats.unreadable += 1
                 if len(stats.unreadable_examples) < 5:
@@ -385,7 +488,9 @@ def _read_cache(cache_file: Path, stats_file: Path, size: int):
     if not (cache_file.is_file() and stats_file.is_file()):
         return None
     try:
-        stats = FaceStats(**json.loads(stats_file.read_text()))
+        saved = json.loads(stats_file.read_text())
+        saved.pop("notes", None)  # made again for each call
+        stats = FaceStats(**saved)
         images = np.load(cache_file, allow_pickle=False)
     except (OSError, ValueError, TypeError) as e:
         logger.warning("ignoring damaged face cache %s (%s); decoding again", cache_file, e)
@@ -397,33 +502,35 @@ def _read_cache(cache_file: Path, stats_file: Path, size: int):
     return images, stats
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_cache(cache_file: Path, stats_file: Path, images: np.ndarray, stats: FaceStats) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
     saved = asdict(stats)
-    # The stats sidecar goes first: the .npy is the commit point read by _read_cache.
-    _atomic_write(stats_file, lambda f: f.write(json.dumps(saved, indent=1).encode()))
-    _atomic_write(cache_file, lambda f: np.save(f, images, allow_pickle=False))
+    saved.pop("notes")
+    with cache_writes(cache_file):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # The stats sidecar goes first: the .npy is the commit point read by _read_cache.
+        with atomic_write(stats_file) as f:
+            f.write(json.dumps(saved, indent=1).encode())
+        with atomic_write(cache_file) as f:
+            np.save(f, images, allow_pickle=False)
 
 
-def _warn_about(stats: FaceStats, crop: Optional[int]) -> None:
-    """Report skipped and clipped images, each in one line (also on cache hits)."""
+def _notes(stats: FaceStats, size: int, crop: Optional[int], fallback: Optional[Source]) -> List[str]:
+    """The one-line notes of a load: fallback source, files left out, clipped crops."""
+    notes = []
+    if fallback is not None:
+        notes.append(f"LFW deep-funneled could not be downloaded; using {fallback.what} "
+                     f"({fallback.url}): the same photos aligned by the earlier funneling method, "
+                     f"{stats.kept} colour images")
     if stats.unreadable:
         plural = "s" if stats.unreadable != 1 else ""
-        warnings.warn(f"skipped {stats.unreadable} unreadable file{plural} under {stats.folder}, "
-                      f"e.g. {stats.unreadable_examples[0]}", stacklevel=3)
+        notes.append(f"skipped {stats.unreadable} unreadable file{plural} under {stats.folder}, "
+                     f"e.g. {stats.unreadable_examples[0]}")
+    if stats.too_small:
+        plural = "s" if stats.too_small != 1 else ""
+        notes.append(f"left out {stats.too_small} image{plural} under {stats.folder} smaller than "
+                     f"{min_side(size)} px on a side (they would be enlarged more than twice to "
+                     f"{size}x{size}), e.g. {stats.too_small_examples[0]}")
     if stats.smaller_than_crop:
-        warnings.warn(f"{stats.smaller_than_crop} images under {stats.folder} are smaller than "
-                      f"crop={crop} px; their largest centred square was used instead",
-                      stacklevel=3)
+        notes.append(f"{stats.smaller_than_crop} images under {stats.folder} are smaller than "
+                     f"crop={crop} px; their largest centred square was used instead")
+    return notes

@@ -18,12 +18,10 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from .download import default_cache_dir
-# Imported under another name: load_mnist's ``download`` flag would shadow it.
-from .download import download as _download_file
+from .download import Source, default_cache_dir, fetch
 from .errors import DataError
 
-__all__ = ["read_idx", "load_mnist", "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC"]
+__all__ = ["read_idx", "load_mnist", "mnist_sources", "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC"]
 
 IDX_IMAGES_MAGIC = 0x00000803  # 2051
 IDX_LABELS_MAGIC = 0x00000801  # 2049
@@ -50,6 +48,24 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+
+#: The end of the message when no mirror delivers a file: how to do without them.
+MNIST_BY_HAND = ("get the four MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                 "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; gzipped or not) by hand "
+                 "from a public dataset site that mirrors MNIST, and pass their folder with "
+                 "--data FOLDER (load_mnist(root=FOLDER) in Python)")
+
+
+def mnist_sources(name: str):
+    """The :class:`~tinygan.data.Source` list of one MNIST file: each mirror, with the file's md5."""
+    return [Source(mirror + name, f"md5:{MNIST_MD5[name]}", "", name)
+            for mirror in MNIST_MIRRORS]
+
+
+def _download_file(sources, folder, **kwargs):
+    """load_mnist's one network call (a module function, so tests can replace it)."""
+    return fetch(sources, folder, **kwargs)
+
 
 _SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -158,9 +174,15 @@ def load_mnist(
         ``(images, labels)``: ``uint8`` arrays of shapes ``(N, 28, 28)`` (0 is
         background, 255 ink) and ``(N,)`` (digits 0-9).
 
+    Each file is downloaded from the first of :data:`MNIST_MIRRORS` that
+    serves it with its published md5; a mirror that fails (unreachable, HTTP
+    error, wrong md5) is skipped for the next.
+
     Raises:
-        DataError: a file is missing, corrupt, or the image and label counts
-            disagree. DownloadError (a DataError) when a download fails.
+        DataError: a file is missing, corrupt, holds labels outside 0..9, or
+            the image and label counts disagree. DownloadError (a DataError)
+            when no mirror delivers a file: one line naming each mirror and
+            why it failed, and how to get the files by hand (``--data``).
         ValueError: unknown ``split``.
     """
     if split not in _SPLITS:
@@ -175,9 +197,8 @@ def load_mnist(
             dest = folder / name
             if download:
                 # Returns at once when the file is there and its md5 matches.
-                _download_file(
-                    [mirror + name for mirror in MNIST_MIRRORS], dest, md5=MNIST_MD5[name],
-                    progress=progress)
+                _download_file(mnist_sources(name), folder, desc=name, progress=progress,
+                               hint=MNIST_BY_HAND)
             elif not dest.is_file():
                 raise DataError(f"MNIST file {name} is not in the cache {folder}; call "
                                 "load_mnist(download=True) or pass root= a folder holding it")
@@ -198,6 +219,14 @@ def load_mnist(
     labels = read_idx(paths[1], expected_magic=IDX_LABELS_MAGIC)
     if images.shape[1:] != (28, 28):
         raise DataError(f"{paths[0]}: expected images of 28x28 pixels, got shape {images.shape}")
+    if labels.ndim != 1:
+        raise DataError(f"{paths[1]}: expected a 1-d array of labels, got shape {labels.shape}")
+    bad = np.unique(labels[(labels < 0) | (labels > 9)])
+    if bad.size:
+        shown = ", ".join(str(int(v)) for v in bad[:10]) + (", ..." if bad.size > 10 else "")
+        count = int(np.count_nonzero((labels < 0) | (labels > 9)))
+        raise DataError(f"{paths[1]}: MNIST labels must be digits 0..9, found {count} outside that "
+                        f"range (values {shown})")
     if len(images) != len(labels):
         raise DataError(f"MNIST {split} split disagrees: {paths[0]} holds {len(images)} images "
                         f"but {paths[1]} holds {len(labels)} labels")
