@@ -30,11 +30,17 @@ trained by Adam on the cross-entropy
 The weights are cached in ``tinygan.data.default_cache_dir() / "mnist_judge.npz"``
 (one tinygan checkpoint), keyed by :data:`JUDGE_VERSION`: a cache written by
 another version of the network is not used, so scores are never computed by a
-judge other than the one this code describes.
+judge other than the one this code describes. Processes that need the judge at
+the same time take turns (:func:`get_judge`): one trains it, in a run folder of
+its own, the others wait for its cached weights.
 """
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -228,11 +234,18 @@ def train_judge(train, test, config, lr=1e-3, epoch_hooks=None):
 
 
 def save_judge(judge, path=None):
-    """Cache the judge's weights as a tinygan checkpoint, keyed by :data:`JUDGE_VERSION`."""
+    """Cache the judge's weights as a tinygan checkpoint, keyed by :data:`JUDGE_VERSION`.
+
+    The file is written atomically (a reader sees the old file or the new one).
+    A failed write (read-only cache, full disk) raises a DataError naming the
+    path and suggesting ``TINYGAN_CACHE``.
+    """
+    from .data.cache import cache_writes
     path = Path(path) if path is not None else judge_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"net/{k}": backend.to_host(v) for k, v in judge.net.state_dict().items()}
-    save_checkpoint(path, arrays, {"version": JUDGE_VERSION, "test_accuracy": judge.test_accuracy})
+    with cache_writes(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path, arrays, {"version": JUDGE_VERSION, "test_accuracy": judge.test_accuracy})
     return path
 
 
@@ -262,20 +275,62 @@ def get_judge(data=None, progress=True, log=None):
     download cache). The judge's reference for the Fréchet distance is set to
     the MNIST test set.
     """
-    from .data import default_cache_dir, load_mnist
+    from .data import load_mnist
+    from .data.cache import cache_lock
     log = log or (lambda msg: print(msg, file=sys.stderr))
     test = load_mnist(data, "test", progress=progress)
     judge = load_judge()
     if judge is None:
-        log(f"no MNIST judge of version {JUDGE_VERSION!r} in {judge_path()}: training it "
-            "(python examples/mnist_classifier.py does the same)")
-        train = load_mnist(data, "train", progress=progress)
-        from .training import LoopConfig
-        config = LoopConfig(out=str(default_cache_dir() / "mnist_judge_run"), epochs=2, batch_size=64,
-                            progress=progress, extra={"judge_version": JUDGE_VERSION})
-        judge, acc = train_judge(train, test, config)
-        log(f"MNIST judge: test accuracy {acc:.2%}; cached in {save_judge(judge)}")
+        # One process trains; the others wait here, then load what it cached.
+        with cache_lock(judge_path(), "train the MNIST judge", log=log):
+            judge = load_judge()
+            if judge is None:
+                judge = _train_and_cache(data, test, progress, log)
     if judge.test_accuracy is not None and not judge.test_accuracy >= MIN_TEST_ACCURACY:
         log(f"warning: the MNIST judge's test accuracy {judge.test_accuracy:.2%} is below "
             f"{MIN_TEST_ACCURACY:.1%}; its scores are unreliable")
     return judge.set_reference(test[0])
+
+
+def _train_and_cache(data, test, progress, log):
+    """Train the judge in a run folder of its own, cache it, then move the run to ``mnist_judge_run``.
+
+    Called with the judge's cache lock held. The run folder is private to this
+    process until training has finished (``.mnist_judge_run.<random>`` in the
+    cache), so no other process ever writes into it or sees half of it.
+    """
+    from .data import default_cache_dir, load_mnist
+    from .data.cache import cache_writes
+    from .training import LoopConfig
+    log(f"no MNIST judge of version {JUDGE_VERSION!r} in {judge_path()}: training it "
+        "(python examples/mnist_classifier.py does the same)")
+    train = load_mnist(data, "train", progress=progress)
+    cache = default_cache_dir()
+    with cache_writes(cache):
+        cache.mkdir(parents=True, exist_ok=True)
+        run = Path(tempfile.mkdtemp(prefix=".mnist_judge_run.", dir=cache))
+    try:
+        config = LoopConfig(out=str(run), epochs=2, batch_size=64, progress=progress,
+                            extra={"judge_version": JUDGE_VERSION})
+        with cache_writes(run):
+            judge, acc = train_judge(train, test, config)
+        path = save_judge(judge)
+        with cache_writes(cache / "mnist_judge_run"):
+            _replace_folder(run, cache / "mnist_judge_run")
+    except BaseException:
+        shutil.rmtree(run, ignore_errors=True)
+        raise
+    log(f"MNIST judge: test accuracy {acc:.2%}; cached in {path}")
+    return judge
+
+
+def _replace_folder(new, final):
+    """Put the folder ``new`` at ``final``, the old ``final`` (if any) removed; renames only."""
+    new, final = Path(new), Path(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old.{secrets.token_hex(4)}")
+        os.replace(final, old)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
