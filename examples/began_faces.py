@@ -4,7 +4,7 @@ Train on a GPU with the paper's settings (LFW deep-funneled, 64x64, n = 128):
     python examples/began_faces.py --backend cupy
 
 A CPU-sized run on a local copy:
-    python examples/began_faces.py --data ../shared/data/lfw-deepfunneled --size 32 --filters 32
+    python examples/began_faces.py --data ~/data/lfw-deepfunneled --size 32 --filters 32   # a folder or .tgz of photos
 
 Continue a run, or draw samples and latent walks from its checkpoint:
     python examples/began_faces.py --resume runs/began-lfw-64
@@ -48,7 +48,7 @@ def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:4]))
     cli.add_common_args(
         p, epochs=150, batch_size=16, lr=1e-4, out=None, out_help="runs/began-lfw-<size>, or runs/began-<folder>-<size>",
-        data_help="a folder of face images, or a .tgz/.zip of one (e.g. ../shared/data/lfw-deepfunneled); "
+        data_help="a folder of face images, or a .tgz/.zip of one (e.g. ~/data/lfw-deepfunneled or lfw-deepfunneled.tgz); "
                   "default: download LFW deep-funneled (111 MB, md5-checked) into ~/.cache/tinygan")
     g = p.add_argument_group("BEGAN")
     g.add_argument("--size", type=int, choices=(32, 64, 128), default=64, help="image side in pixels")
@@ -170,10 +170,12 @@ def main(argv=None):
         if args.lr_min > args.lr:
             cli.fail(f"--lr-min {args.lr_min} is above --lr {args.lr}; the floor must not exceed the learning rate")
         cli.use_backend(args.backend, args.device)
-        images, stats = load_faces(args.data, size=args.size, crop=args.crop, return_stats=True,
+        images, stats = load_faces(args.data, size=args.size, crop=args.crop, return_stats=True, warn=False,
                                    progress=not args.no_progress)
-        print(f"{len(images)} images of {args.size}x{args.size} from {stats.folder} "
-              f"({stats.grayscale_excluded} grayscale and {stats.unreadable} unreadable left out)", file=sys.stderr)
+        for note in stats.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"{len(images):,} images of {args.size}x{args.size} from {stats.source} ({stats.grayscale_excluded} "
+              f"grayscale, {stats.unreadable} unreadable and {stats.too_small} too small left out)", file=sys.stderr)
         backend.seed(args.seed)
         trainer = build(args)
         config = cli.loop_config(args, num_samples=args.num_samples)

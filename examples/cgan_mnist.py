@@ -2,7 +2,8 @@
 
     python examples/cgan_mnist.py                         # MLP G and D, one row of samples per digit
     python examples/cgan_mnist.py --arch dcgan --backend cupy
-    python examples/cgan_mnist.py --data ../shared/data/mnist --resume
+    python examples/cgan_mnist.py --data ~/data/mnist    # a folder with the four MNIST files
+    python examples/cgan_mnist.py --resume               # continue runs/cgan_mnist where it stopped
 
 The game of the GAN with the digit's label y given to both players: as in the
 paper's MNIST model, z and the one-hot y are each mapped by their own hidden

@@ -3,7 +3,8 @@
     python examples/gan_mnist.py                          # MLP G and D, non-saturating G loss
     python examples/gan_mnist.py --loss minimax           # G minimises E log(1 - D(G(z))), the game as written
     python examples/gan_mnist.py --arch dcgan --backend cupy
-    python examples/gan_mnist.py --data ../shared/data/mnist --resume
+    python examples/gan_mnist.py --data ~/data/mnist     # a folder with the four MNIST files
+    python examples/gan_mnist.py --resume                # continue runs/gan_mnist where it stopped
 
 G maps z ~ N(0, I) (100-d) to a 28x28 digit in [-1, 1]; D gives a logit. Each
 step makes k discriminator updates, each on its own minibatch of real digits
@@ -64,7 +65,7 @@ def build_parser(conditional=False, doc=__doc__):
     p = cli.parser(doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[1:]))
     cli.add_common_args(
         p, epochs=20, batch_size=64, lr=2e-4, out=f"runs/{name}",
-        data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ../shared/data/mnist); "
+        data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ~/data/mnist); "
                   "default: download them (md5-checked) into ~/.cache/tinygan/mnist")
     g = p.add_argument_group("GAN")
     g.add_argument("--loss", choices=("nonsaturating", "minimax"), default="nonsaturating",
@@ -90,17 +91,6 @@ def build_parser(conditional=False, doc=__doc__):
 
 
 eval_count = cli.checked(int, lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2")
-
-
-def load_mnist_or_explain(data, split, progress=True):
-    """load_mnist, with a hint towards --data when the download cache cannot be filled (offline)."""
-    try:
-        return load_mnist(data, split, progress=progress)
-    except DataError as e:
-        if data is None:
-            raise DataError(f"{e}; offline? pass --data FOLDER with the four MNIST IDX files "
-                            "(e.g. --data ../shared/data/mnist)") from None
-        raise
 
 
 def to_device(batch):
@@ -157,7 +147,7 @@ def main(argv=None, conditional=False, doc=__doc__):
     with cli.friendly_errors(DataError, CheckpointError):
         args = cli.prepare_run(args, given, example="cgan_mnist" if conditional else "gan_mnist", run_own=RUN_OWN)
         cli.use_backend(args.backend, args.device)
-        images, labels = load_mnist_or_explain(args.data, "train", not args.no_progress)
+        images, labels = load_mnist(args.data, "train", progress=not args.no_progress)
         judge = None if args.no_judge else mnist_judge.get_judge(args.data, progress=not args.no_progress)
         backend.seed(args.seed)
         trainer = build(args, conditional)

@@ -1,7 +1,7 @@
 """Train the MNIST judge: the classifier whose outputs score the GAN examples' samples.
 
     python examples/mnist_classifier.py                       # 2 epochs, about 2 minutes on one core
-    python examples/mnist_classifier.py --data ../shared/data/mnist
+    python examples/mnist_classifier.py --data ~/data/mnist   # a folder with the four MNIST files
 
 A small conv net (conv 5x5 16, pool, conv 5x5 32, pool, fc 128, fc 10) trained
 with tinygan itself by the shared loop. At the end it prints the test accuracy
@@ -23,14 +23,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # gan_mnist.py beside this file
 
 from tinygan import cli  # noqa: E402
 from tinygan import mnist_judge  # noqa: E402
 from tinygan.checkpoint import CheckpointError  # noqa: E402
-from tinygan.data import DataError  # noqa: E402
+from tinygan.data import DataError, load_mnist  # noqa: E402
 from tinygan.images import save_grid  # noqa: E402
-from gan_mnist import load_mnist_or_explain  # noqa: E402  (examples/ is on the path when run as a script)
 from tqdm import tqdm  # noqa: E402
 
 DEFAULT_OUT = "runs/mnist_classifier"
@@ -42,7 +40,7 @@ def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:]))
     cli.add_common_args(
         p, epochs=2, batch_size=64, lr=1e-3, out=DEFAULT_OUT,
-        data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ../shared/data/mnist); "
+        data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ~/data/mnist); "
                   "default: download them (md5-checked) into ~/.cache/tinygan/mnist")
     g = p.add_argument_group("judge")
     g.add_argument("--no-cache", action="store_true",
@@ -57,8 +55,8 @@ def main(argv=None):
     with cli.friendly_errors(DataError, CheckpointError):
         args = cli.prepare_run(args, given, example="mnist_classifier", run_own=RUN_OWN)
         cli.use_backend(args.backend, args.device)
-        train = load_mnist_or_explain(args.data, "train", not args.no_progress)
-        test = load_mnist_or_explain(args.data, "test", not args.no_progress)
+        train = load_mnist(args.data, "train", progress=not args.no_progress)
+        test = load_mnist(args.data, "test", progress=not args.no_progress)
 
         def hooks(judge):
             def wrong_digits(epoch, out):

@@ -313,7 +313,7 @@ def test_mnist_examples_score_their_samples_with_the_judge(tmp_path, monkeypatch
     from tinygan import mnist_judge
     example = __import__(module)
     images, labels = tiny_image_data(64)
-    monkeypatch.setattr(gan_mnist, "load_mnist_or_explain", lambda data, split, progress=True: (images, labels))
+    monkeypatch.setattr(gan_mnist, "load_mnist", lambda data, split, progress=True: (images, labels))
     monkeypatch.setattr(mnist_judge, "get_judge", lambda data, progress=True:
                         mnist_judge.MNISTJudge(mnist_judge.JudgeNet(), 0.99).set_reference(images))
     out = tmp_path / module
@@ -330,19 +330,21 @@ def test_mnist_examples_score_their_samples_with_the_judge(tmp_path, monkeypatch
 
 
 def test_mnist_example_offline_points_to_data(tmp_path, monkeypatch, capsys):
+    import socket
     import gan_mnist
     from tinygan.data import mnist
 
-    def offline(*args, **kwargs):
-        raise DownloadError("could not reach any mirror of train-images-idx3-ubyte.gz")
-
+    with socket.socket() as s:            # a port nobody listens on: "connection refused", no network used
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
     monkeypatch.setenv("TINYGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(mnist, "_download_file", offline)
+    monkeypatch.setattr(mnist, "MNIST_MIRRORS", [f"http://127.0.0.1:{closed}/"])
     with pytest.raises(SystemExit) as info:
         gan_mnist.main(["--out", str(tmp_path / "run"), "--no-progress"])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "--data" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and "--data" in err[0], err
+    assert err[0].count("--data") == 1 and "shared" not in err[0]      # said once, and no path of ours
 
 
 @pytest.mark.parametrize("module", ["gan_toy2d", "gan_mnist", "cgan_mnist", "mnist_classifier"])

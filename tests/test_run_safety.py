@@ -169,7 +169,7 @@ def no_work(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("work started before the flags were checked")
     monkeypatch.setattr(began_faces, "load_faces", refuse)
-    monkeypatch.setattr(gan_mnist, "load_mnist_or_explain", refuse)
+    monkeypatch.setattr(gan_mnist, "load_mnist", refuse)
     monkeypatch.setattr(gan_toy2d, "sample_mixture", refuse)
 
 
