@@ -365,12 +365,14 @@ def numpy_and_strict():
     lambda a, b: F.mse_loss(a, b),
     lambda a, b: F.binary_cross_entropy_with_logits(b, a),
 ], ids=["add", "sub", "mul", "div", "matmul", "linear", "concat", "mse_loss", "bce"])
+@pytest.mark.backend_agnostic  # switches backends itself
 def test_mixing_numpy_and_strict_arrays_raises(numpy_and_strict, op):
     a, b = numpy_and_strict
     with pytest.raises(backend.BackendError, match="two backends"):
         op(a, b)
 
 
+@pytest.mark.backend_agnostic  # switches backends itself
 def test_mixing_backends_in_conv_and_batch_norm_raises():
     x_np = T(normal((1, 2, 4, 4), 9))
     stats_np = (np.zeros(2), np.ones(2))

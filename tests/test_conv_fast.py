@@ -44,11 +44,11 @@ def tile(request, monkeypatch):
 
 
 def T(a, requires_grad=True):
-    return tg.Tensor(np.array(a, dtype=np.float64), requires_grad=requires_grad)
+    return tg.Tensor(backend.to_device(np.array(backend.to_host(a), dtype=np.float64)), requires_grad=requires_grad)
 
 
-def normal(shape, seed, scale=1.0):
-    return scale * np.random.default_rng(seed).standard_normal(shape)
+def normal(shape, seed, scale=1.0):  # on the backend under test, where an op's constants must live
+    return backend.to_device(scale * np.random.default_rng(seed).standard_normal(shape))
 
 
 def direct(x, w, b=None, padding=0):

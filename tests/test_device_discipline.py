@@ -283,6 +283,7 @@ def test_a_hidden_host_round_trip_fails_under_strict(strict):
 
 # ---- (c) asking for backends ---------------------------------------------------------------------
 
+@pytest.mark.backend_agnostic  # switches backends itself
 def test_cupy_backend_without_a_gpu_says_what_to_install():
     try:
         backend.use("cupy")
@@ -295,6 +296,7 @@ def test_cupy_backend_without_a_gpu_says_what_to_install():
     assert backend.current() == "numpy" and backend.xp() is np  # the failed switch changed nothing
 
 
+@pytest.mark.backend_agnostic  # switches backends itself
 def test_unknown_backend_lists_the_valid_ones():
     with pytest.raises(backend.BackendError, match=r"unknown backend 'torch'; expected one of numpy, cupy, strict"):
         backend.use("torch")

@@ -21,11 +21,11 @@ TOL = dict(eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
 def T(a, requires_grad=True):
-    return tg.Tensor(np.array(a, dtype=np.float64), requires_grad=requires_grad)
+    return tg.Tensor(backend.to_device(np.array(backend.to_host(a), dtype=np.float64)), requires_grad=requires_grad)
 
 
-def normal(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape)
+def normal(shape, seed):  # on the backend under test: constants of an op must live where its tensors do
+    return backend.to_device(np.random.default_rng(seed).standard_normal(shape))
 
 
 # ---- the broken variants ---------------------------------------------------------

@@ -31,22 +31,22 @@ def rng(seed=0):
     return np.random.default_rng(seed)
 
 
-def normal(shape, seed=0, scale=1.0):
-    return scale * rng(seed).standard_normal(shape)
+def normal(shape, seed=0, scale=1.0):  # on the backend under test, where an op's constants must live
+    return backend.to_device(scale * rng(seed).standard_normal(shape))
 
 
 def positive(shape, seed=0, low=0.3, high=2.0):
-    return rng(seed).uniform(low, high, shape)
+    return backend.to_device(rng(seed).uniform(low, high, shape))
 
 
 def away(shape, seed=0, margin=0.1, high=1.5):
     """Values with |v| in [margin, high], both signs: no kink of abs/relu/elu within eps."""
     r = rng(seed)
-    return r.uniform(margin, high, shape) * r.choice([-1.0, 1.0], size=shape)
+    return backend.to_device(r.uniform(margin, high, shape) * r.choice([-1.0, 1.0], size=shape))
 
 
 def T(a, requires_grad=True):
-    return tg.Tensor(np.array(a, dtype=np.float64), requires_grad=requires_grad)
+    return tg.Tensor(backend.to_device(np.array(backend.to_host(a), dtype=np.float64)), requires_grad=requires_grad)
 
 
 def check(fn, *inputs, **tol):

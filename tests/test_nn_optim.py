@@ -11,12 +11,12 @@ from tinygan import functional as F
 
 
 
-def normal(shape, seed):
-    return np.random.default_rng(seed).standard_normal(shape)
+def normal(shape, seed):  # on the backend under test: constants of an op must live where its tensors do
+    return backend.to_device(np.random.default_rng(seed).standard_normal(shape))
 
 
 def T(a, requires_grad=True):
-    return tg.Tensor(np.array(a, dtype=np.float64), requires_grad=requires_grad)
+    return tg.Tensor(backend.to_device(np.array(backend.to_host(a), dtype=np.float64)), requires_grad=requires_grad)
 
 
 def to_float64(module):
@@ -301,7 +301,7 @@ LAYERS = {
 
 def _away(shape, seed):
     r = np.random.default_rng(seed)
-    return r.uniform(0.1, 1.5, shape) * r.choice([-1.0, 1.0], size=shape)
+    return backend.to_device(r.uniform(0.1, 1.5, shape) * r.choice([-1.0, 1.0], size=shape))
 
 
 def _with_stats(bn):
