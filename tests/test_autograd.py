@@ -272,11 +272,13 @@ def test_comparisons_have_no_gradient(op, ref):
     lambda a, x: a @ x, lambda a, x: a ** x,
 ], ids=["+", "-", "*", "/", "@", "**"])
 def test_ndarray_on_the_left_defers_to_the_tensor(op):
-    a = np.random.default_rng(14).uniform(0.5, 2.0, (3, 3))
+    # the backend's own array type on the left (numpy.ndarray, the strict or cupy array)
+    host = np.random.default_rng(14).uniform(0.5, 2.0, (3, 3))
+    a = backend.to_device(host)
     x = T(normal((3, 3), 15))
     out = op(a, x)
     assert isinstance(out, tg.Tensor) and out.requires_grad
-    np.testing.assert_allclose(out.numpy(), op(a, x.numpy()), rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), op(host, x.numpy()), rtol=1e-12)
     assert tg.gradcheck(lambda x: op(a, x), (x,), **TOL)
 
 
@@ -409,14 +411,16 @@ def test_get_array_module_ignores_python_scalars():
     (lambda: F.matmul(T(np.ones((2, 3))), T(np.ones((4, 5)))), r"matmul: shapes \(2, 3\) and \(4, 5\)"),
     (lambda: F.reshape(T(np.ones((2, 3))), (4, 2)), r"reshape: .*shape \(2, 3\) \(6 elements\) into \(4, 2\)"),
     (lambda: F.concat([T(np.ones((2, 3))), T(np.ones((2, 4)))], axis=0), r"concat: shapes \[\(2, 3\), \(2, 4\)\]"),
-    (lambda: F.batch_norm(T(np.ones((2, 3, 4))), np.zeros(3), np.ones(3)), r"batch_norm: .*got shape \(2, 3, 4\)"),
-    (lambda: F.batch_norm(T(np.ones((2, 3))), np.zeros(4), np.ones(4)), r"batch_norm: running_mean has shape \(4,\)"),
+    (lambda: F.batch_norm(T(np.ones((2, 3, 4))), backend.to_device(np.zeros(3)), backend.to_device(np.ones(3))),
+     r"batch_norm: .*got shape \(2, 3, 4\)"),
+    (lambda: F.batch_norm(T(np.ones((2, 3))), backend.to_device(np.zeros(4)), backend.to_device(np.ones(4))),
+     r"batch_norm: running_mean has shape \(4,\)"),
     (lambda: F.batch_norm(T(np.ones((1, 3))), None, None, training=True), r"batch_norm: training needs more"),
     (lambda: nn.BatchNorm2d(3)(T(np.ones((2, 3)))), r"BatchNorm2d: expected a 4-D input, got shape \(2, 3\)"),
     (lambda: nn.BatchNorm1d(3)(T(np.ones((2, 3, 2, 2)))), r"BatchNorm1d: expected a 2-D input"),
     (lambda: F.permute(T(np.ones((2, 3))), (0, 0)), r"permute: axes \(0, 0\)"),
-    (lambda: F.mse_loss(T(np.ones((2, 3))), np.ones((3, 2))), r"mse_loss: input shape \(2, 3\) and target shape \(3, 2\)"),
-    (lambda: F.embedding(np.array([0.5]), T(np.ones((3, 2)))), r"embedding: indices must be integers"),
+    (lambda: F.mse_loss(T(np.ones((2, 3))), backend.to_device(np.ones((3, 2)))), r"mse_loss: input shape \(2, 3\) and target shape \(3, 2\)"),
+    (lambda: F.embedding(backend.to_device(np.array([0.5])), T(np.ones((3, 2)))), r"embedding: indices must be integers"),
     (lambda: F.dropout(T(np.ones(2)), 1.0), r"dropout: p must be in \[0, 1\)"),
 ], ids=["conv2d-channels", "conv2d-ndim", "conv2d-kernel", "conv2d-bias", "convT-channels", "convT-outpad",
         "linear", "matmul", "reshape", "concat", "batch_norm-ndim", "batch_norm-stats", "batch_norm-count",
