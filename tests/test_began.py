@@ -25,6 +25,11 @@ def tiny_trainer(seed=0, size=32, **kw):
     return BEGANTrainer(G, D, num_fixed=4, **kw)
 
 
+def host(v):
+    """A device scalar (a metric, k) as a Python float, through the one door to the host."""
+    return float(backend.to_host(v))
+
+
 def images_in_range(n, size=32, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (n, 3, size, size)).astype(np.float32)
 
@@ -41,13 +46,14 @@ def test_k_update_and_clipping(k, lx, lg, expected):
     new = losses.began_k_update(xp.asarray(k, dtype=np.float32), xp.asarray(lx, dtype=np.float32),
                                 xp.asarray(lg, dtype=np.float32), gamma=0.5, lambda_k=0.001)
     assert new.shape == ()
-    assert float(new) == pytest.approx(expected, abs=1e-7)
+    assert host(new) == pytest.approx(expected, abs=1e-7)
 
 
 @pytest.mark.parametrize("lx, lg, gamma, expected", [(0.2, 0.3, 0.5, 0.4), (0.2, 0.05, 0.5, 0.25), (0.1, 0.07, 0.7, 0.1)])
 def test_convergence_measure(lx, lg, gamma, expected):
-    m = losses.began_convergence(np.float32(lx), np.float32(lg), gamma)
-    assert float(m) == pytest.approx(expected, abs=1e-7)
+    xp = backend.xp()
+    m = losses.began_convergence(xp.asarray(lx, dtype=np.float32), xp.asarray(lg, dtype=np.float32), gamma)
+    assert host(m) == pytest.approx(expected, abs=1e-7)
 
 
 def test_step_metrics_follow_the_equations():
@@ -56,14 +62,14 @@ def test_step_metrics_follow_the_equations():
     with tg.no_grad():  # L(x) with D before its update: the step must report exactly this
         expected_lx = float(np.abs(tr.D(x).numpy() - x.numpy()).mean())
     m = tr.step((x,))
-    lx, lg, k1 = float(m["loss_real"]), float(m["loss_fake"]), float(tr.k)
-    assert float(m["k"]) == 0.0                                  # k_0 = 0 was used in L_D
+    lx, lg, k1 = host(m["loss_real"]), host(m["loss_fake"]), host(tr.k)
+    assert host(m["k"]) == 0.0                                  # k_0 = 0 was used in L_D
     assert lx == pytest.approx(expected_lx, rel=1e-5)
-    assert float(m["loss_d"]) == pytest.approx(lx, rel=1e-6)     # L_D = L(x) - 0 * L(G(z_D))
+    assert host(m["loss_d"]) == pytest.approx(lx, rel=1e-6)     # L_D = L(x) - 0 * L(G(z_D))
     assert k1 == pytest.approx(min(max(0.001 * (0.5 * lx - lg), 0), 1), abs=1e-9)
-    assert float(m["M"]) == pytest.approx(lx + abs(0.5 * lx - lg), rel=1e-6)
+    assert host(m["M"]) == pytest.approx(lx + abs(0.5 * lx - lg), rel=1e-6)
     m2 = tr.step((x,))
-    assert float(m2["k"]) == pytest.approx(k1)                   # the next step uses k_1
+    assert host(m2["k"]) == pytest.approx(k1)                   # the next step uses k_1
 
 
 def test_step_changes_both_networks_and_keeps_float32():
@@ -80,6 +86,7 @@ def test_step_changes_both_networks_and_keeps_float32():
             assert s["exp_avg"].dtype == np.float32
 
 
+@pytest.mark.backend_agnostic  # compares a strict run with a NumPy one, switching backends itself
 def test_step_on_strict_backend_makes_no_host_transfer_and_matches_numpy():
     x = images_in_range(4)
     ref = tiny_trainer(seed=3)
@@ -165,7 +172,7 @@ def test_resume_gives_identical_parameters(tmp_path):
         assert np.array_equal(p.data, q.data), name
     for p, q in zip(straight.D.parameters(), resumed.D.parameters()):
         assert np.array_equal(p.data, q.data)
-    assert float(straight.k) == float(resumed.k) > 0
+    assert host(straight.k) == host(resumed.k) > 0
     log_a = (tmp_path / "a" / "log.csv").read_text().splitlines()
     log_b = (tmp_path / "b" / "log.csv").read_text().splitlines()
     assert len(log_a) == len(log_b) == 8                 # header + 7 steps, no duplicate rows
