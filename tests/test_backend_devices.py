@@ -11,6 +11,7 @@ import pytest
 
 from tinygan import _strict, backend
 from tinygan import functional as F
+from tinygan.functional import winograd
 from tinygan.tensor import Tensor
 
 pytestmark = pytest.mark.backend_agnostic  # switches backends (and fakes cupy) itself
@@ -89,18 +90,18 @@ def test_cupy_without_a_gpu_is_one_line():
 
 def test_scratch_buffers_and_winograd_matrices_are_kept_per_device(two_gpus):
     fake, current = two_gpus
-    F._release_scratch()
-    on0 = F._scratch(fake, "t", (4,), np.float32)
+    winograd.release_work_buffers()
+    on0 = winograd._scratch(fake, "t", (4,), np.float32)
     current["device"] = 1
-    on1 = F._scratch(fake, "t", (4,), np.float32)
+    on1 = winograd._scratch(fake, "t", (4,), np.float32)
     assert on1.base is not on0.base, "a GPU 0 buffer was handed out on GPU 1"
     assert backend.cache_key(fake) != (id(fake), 0)
     current["device"] = 0
-    assert F._scratch(fake, "t", (4,), np.float32).base is on0.base  # GPU 0 keeps its own
-    m0 = F._winograd_matrices(2, fake, np.float32)
+    assert winograd._scratch(fake, "t", (4,), np.float32).base is on0.base  # GPU 0 keeps its own
+    m0 = winograd._winograd_matrices(2, fake, np.float32)
     current["device"] = 1
-    assert F._winograd_matrices(2, fake, np.float32)[0] is not m0[0]
-    F._release_scratch()
+    assert winograd._winograd_matrices(2, fake, np.float32)[0] is not m0[0]
+    winograd.release_work_buffers()
 
 
 def test_cache_key_of_host_modules_has_no_device():

@@ -8,6 +8,7 @@ import numpy as np
 
 import tinygan as tg
 from tinygan import backend, bench
+from tinygan import functional as F
 from tinygan.models import BEGANDecoder, BEGANDiscriminator
 from tinygan.training import BEGANTrainer
 
@@ -49,12 +50,14 @@ def test_began_step_flops_match_a_hand_count():
     assert flops[0] == 2 * (d_step + g_step)
 
 
-def test_count_flops_restores_the_ops():
-    from tinygan import functional as F
-    before = F.conv2d
-    with bench.count_flops():
-        assert F.conv2d is not before
-    assert F.conv2d is before
+def test_count_flops_uses_the_profiling_hook_and_leaves_it_as_it_was():
+    from tinygan.functional import core
+    before = core._profiler
+    with bench.count_flops() as flops:
+        assert core._profiler is not before
+        F.linear(tg.tensor(np.ones((2, 3), np.float32)), tg.tensor(np.ones((4, 3), np.float32)))
+    assert core._profiler is before
+    assert flops[0] == 2 * 2 * 4 * 3      # 2 FLOPs per multiply-add, inputs that need no gradient: no backward products
 
 
 def test_bench_cli_prints_json_lines_and_a_table():

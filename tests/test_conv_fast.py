@@ -1,4 +1,4 @@
-"""The fast convolution: Winograd F(m x m, 3 x 3) for 3x3 stride-1 convs (functional._conv2d_winograd).
+"""The fast convolution: Winograd F(m x m, 3 x 3) for 3x3 stride-1 convs (functional.winograd._conv2d_winograd).
 
 * float64 central-difference gradchecks of conv2d, run with the direct (im2col) path
   patched to raise, so they check the Winograd path and nothing else; odd and even
@@ -22,10 +22,11 @@ import pytest
 import tinygan as tg
 from tinygan import _strict, backend
 from tinygan import functional as F
+from tinygan.functional import conv, winograd
 from tinygan.gradcheck import GradcheckError
 
 TOL = dict(eps=1e-6, atol=1e-7, rtol=1e-5)
-_DIRECT = F._conv2d_direct  # the reference, kept before any test patches it away
+_DIRECT = conv._conv2d_direct  # the reference, kept before any test patches it away
 
 
 
@@ -34,12 +35,12 @@ def winograd_only(monkeypatch):
     """conv2d may not fall back to im2col while this is active."""
     def refuse(*args, **kwargs):
         raise AssertionError("conv2d took the direct im2col path for a 3x3 stride-1 conv")
-    monkeypatch.setattr(F, "_conv2d_direct", refuse)
+    monkeypatch.setattr(conv, "_conv2d_direct", refuse)
 
 
 @pytest.fixture(params=[2, 4], ids=["F2x2", "F4x4"])
 def tile(request, monkeypatch):
-    monkeypatch.setattr(F, "WINOGRAD_TILE", request.param)
+    monkeypatch.setattr(winograd, "WINOGRAD_TILE", request.param)
     return request.param
 
 
@@ -115,8 +116,8 @@ def test_winograd_matches_the_direct_conv_in_float64(case, tile):
 
 def test_3x3_stride_1_takes_the_winograd_path(monkeypatch):
     calls = []
-    original = F._conv2d_winograd
-    monkeypatch.setattr(F, "_conv2d_winograd", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = conv._conv2d_winograd
+    monkeypatch.setattr(conv, "_conv2d_winograd", lambda *a, **k: calls.append(1) or original(*a, **k))
     for p in (0, 1, 2, (1, 0)):
         F.conv2d(T(normal((1, 2, 5, 6), 13)), T(normal((3, 2, 3, 3), 14)), padding=p)
     assert len(calls) == 4
@@ -126,7 +127,7 @@ def test_3x3_stride_1_takes_the_winograd_path(monkeypatch):
 def test_other_convs_take_the_direct_path(monkeypatch, kernel, stride):
     def refuse(*args, **kwargs):
         raise AssertionError("Winograd path taken")
-    monkeypatch.setattr(F, "_conv2d_winograd", refuse)
+    monkeypatch.setattr(conv, "_conv2d_winograd", refuse)
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     F.conv2d(T(normal((1, 2, 7, 7), 15)), T(normal((2, 2, kh, kw), 16)), stride=stride, padding=1)
 
@@ -204,7 +205,7 @@ def test_gradcheck_catches_a_wrong_matrix_in_the_backward(monkeypatch, tile, whe
     name, index = {"B^T in the input gradient": ("_winograd_input_adjoint", 1),
                    "A^T in the output adjoint": ("_winograd_output_adjoint", 1),
                    "G in the weight gradient": ("_winograd_weight_adjoint", 1)}[where]
-    original = getattr(F, name)
+    original = getattr(winograd, name)
 
     def mutated(*args, **kwargs):
         args = list(args)
@@ -212,7 +213,7 @@ def test_gradcheck_catches_a_wrong_matrix_in_the_backward(monkeypatch, tile, whe
         return original(*args, **kwargs)
     inputs, fn = _gradcheck_case()
     assert tg.gradcheck(fn, inputs, **TOL)  # intact first
-    monkeypatch.setattr(F, name, mutated)
+    monkeypatch.setattr(winograd, name, mutated)
     with pytest.raises(GradcheckError):
         tg.gradcheck(fn, inputs, **TOL)
 
@@ -221,9 +222,10 @@ def test_gradcheck_catches_a_wrong_matrix_in_the_backward(monkeypatch, tile, whe
 def test_a_consistently_wrong_matrix_is_caught_by_the_forward_check(monkeypatch, tile, which):
     """Broken in forward and backward alike, the backward is still the exact adjoint of what the forward
     computes, so only the comparison with the direct conv can see it; it does."""
-    mats = [np.array(mat, dtype=np.float64) for mat in F._WINOGRAD[tile]]
+    mats = [np.array(mat, dtype=np.float64) for mat in winograd._WINOGRAD[tile]]
     mats[which] = _broken(mats[which], 1, 1)
-    monkeypatch.setitem(F._WINOGRAD, tile, tuple(mat.tolist() for mat in mats))
+    monkeypatch.setitem(winograd._WINOGRAD, tile, tuple(mat.tolist() for mat in mats))
+    monkeypatch.setattr(winograd, "_WINOGRAD_ARRAYS", {})  # the matrices are made once per backend: again
     inputs, fn = _gradcheck_case()
     assert tg.gradcheck(fn, inputs, **TOL)  # consistent: passes
     x, w, b = inputs
@@ -245,7 +247,7 @@ def test_reused_work_buffers_never_leak_into_results():
     gx1 = x1.grad.copy()
     y2.backward(g)
     np.testing.assert_array_equal(x1.grad, gx1)
-    F._release_scratch()
+    winograd.release_work_buffers()
     y3 = F.conv2d(x1, w, b, padding=1)
     np.testing.assert_allclose(y3.numpy(), first, rtol=0, atol=0)
 

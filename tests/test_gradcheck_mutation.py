@@ -12,6 +12,7 @@ import pytest
 import tinygan as tg
 from tinygan import backend, nn
 from tinygan import functional as F
+from tinygan.functional import conv as conv_ops
 from tinygan.gradcheck import GradcheckError
 
 tensor_module = importlib.import_module("tinygan.tensor")  # tinygan.tensor the name is the factory function
@@ -102,7 +103,7 @@ def test_gradcheck_catches_col2im_missing_a_kernel_position(monkeypatch, op, bro
     conv2d at stride 2: 3x3 stride-1 convs take the Winograd path, which has no col2im
     (its own mutation checks are in test_conv_fast.py)."""
     if broken:
-        monkeypatch.setattr(F, "_col2im", col2im_dropping_last_kernel_position(F._col2im))
+        monkeypatch.setattr(conv_ops, "_col2im", col2im_dropping_last_kernel_position(conv_ops._col2im))
     x = T(normal((1, 2, 4, 5), 4))
     if op == "conv2d":
         fn, inputs = (lambda x, w: F.conv2d(x, w, stride=2, padding=1)), (x, T(normal((2, 2, 3, 3), 5)))
@@ -183,7 +184,7 @@ def test_directional_catches_a_scaled_conv2d_gradient(monkeypatch, which, broken
 @pytest.mark.parametrize("broken", [False, True], ids=["intact", "broken"])
 def test_directional_catches_col2im_missing_a_kernel_position(monkeypatch, broken):
     if broken:
-        monkeypatch.setattr(F, "_col2im", col2im_dropping_last_kernel_position(F._col2im))
+        monkeypatch.setattr(conv_ops, "_col2im", col2im_dropping_last_kernel_position(conv_ops._col2im))
     model, x, loss = small_model()
     if broken:  # only the input's gradient goes through col2im
         with pytest.raises(GradcheckError, match=r"worst: tensor 0 \(shape \(2, 2, 5, 7\)\)"):

@@ -137,39 +137,28 @@ def count_flops():
     from tinygan.tensor import is_grad_enabled
     total = [0]
 
-    def account(macs, x, weight):
-        products = 1
-        if is_grad_enabled():
-            products += bool(weight.requires_grad) + bool(getattr(x, "requires_grad", False))
-        total[0] += 2 * macs * products
+    def macs(part, args, out):
+        x, weight = args[0], args[1]
+        if part == "conv2d":
+            n, o, ho, wo = out.shape
+            return n * ho * wo * o * weight.shape[1] * weight.shape[2] * weight.shape[3]
+        if part == "conv_transpose2d":
+            n, cin, h, w = x.shape
+            return n * h * w * cin * weight.shape[1] * weight.shape[2] * weight.shape[3]
+        return out.size * weight.shape[1]  # linear
 
-    def conv2d(x, weight, bias=None, stride=1, padding=0):
-        out = originals["conv2d"](x, weight, bias, stride, padding)
-        n, o, ho, wo = out.shape
-        account(n * ho * wo * o * weight.shape[1] * weight.shape[2] * weight.shape[3], x, weight)
+    def callback(part, fn, args, kwargs):
+        out = fn(*args, **kwargs)
+        if part in ("conv2d", "conv_transpose2d", "linear"):
+            x, weight = args[0], args[1]
+            products = 1
+            if is_grad_enabled():  # the backward's two products, for what needs a gradient
+                products += bool(weight.requires_grad) + bool(getattr(x, "requires_grad", False))
+            total[0] += 2 * macs(part, args, out) * products
         return out
 
-    def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0):
-        out = originals["conv_transpose2d"](x, weight, bias, stride, padding, output_padding)
-        n, cin, h, w = x.shape
-        account(n * h * w * cin * weight.shape[1] * weight.shape[2] * weight.shape[3], x, weight)
-        return out
-
-    def linear(x, weight, bias=None):
-        out = originals["linear"](x, weight, bias)
-        account(out.size * weight.shape[1], x, weight)
-        return out
-
-    originals = {name: getattr(F, name) for name in ("conv2d", "conv_transpose2d", "linear")}
-    replaced = dict(conv2d=conv2d, conv_transpose2d=conv_transpose2d, linear=linear)
-    for name, fn in replaced.items():
-        setattr(F, name, fn)
-    # nn's layers call F.<op> through the module attribute at call time, so patching F reaches them
-    try:
+    with F.profile(callback):
         yield total
-    finally:
-        for name, fn in originals.items():
-            setattr(F, name, fn)
 
 
 @contextlib.contextmanager
@@ -178,32 +167,33 @@ def time_parts():
     from tinygan import functional as F
     from tinygan import optim
     parts = {"gemm": 0.0, "im2col": 0.0, "optimizer": 0.0}
-    patched = []
+    names = {"gemm": "gemm", "transform": "im2col"}
 
-    def wrap(owner, name, part):
-        original = getattr(owner, name)
+    def callback(part, fn, args, kwargs):
+        if part not in names:
+            return fn(*args, **kwargs)
+        _sync()
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        _sync()
+        parts[names[part]] += time.perf_counter() - t
+        return out
 
-        def timed(*a, **k):
-            _sync()
-            t = time.perf_counter()
-            out = original(*a, **k)
-            _sync()
-            parts[part] += time.perf_counter() - t
-            return out
-        setattr(owner, name, timed)
-        patched.append((owner, name, original))
+    original = optim.Optimizer.step
 
-    transforms = ("_im2col", "_col2im", "_to_tiles", "_winograd_input", "_winograd_input_adjoint",
-                  "_winograd_output", "_winograd_output_adjoint")
-    for name, part in (("_gemm", "gemm"),) + tuple((t, "im2col") for t in transforms):
-        if hasattr(F, name):
-            wrap(F, name, part)
-    wrap(optim.Optimizer, "step", "optimizer")
+    def step(self, *a, **k):
+        _sync()
+        t = time.perf_counter()
+        out = original(self, *a, **k)
+        _sync()
+        parts["optimizer"] += time.perf_counter() - t
+        return out
+    optim.Optimizer.step = step
     try:
-        yield parts
+        with F.profile(callback):
+            yield parts
     finally:
-        for owner, name, original in reversed(patched):
-            setattr(owner, name, original)
+        optim.Optimizer.step = original
 
 
 def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
@@ -232,8 +222,8 @@ def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
         total = time.perf_counter() - t
     # the conv's reused work buffers were allocated before: free them so the measured step
     # allocates them again and they count in its peak
-    from tinygan import functional as F
-    F._release_scratch()
+    from tinygan.functional import winograd
+    winograd.release_work_buffers()
     if backend.current() == "cupy":  # the memory pool's high-water mark
         backend.memory_pool_reset()
         trainer.step(batch)

@@ -166,12 +166,13 @@ def _conv_winograd(x, w3, b3):
 
 @contextlib.contextmanager
 def winograd_tile(m):
-    saved = F.WINOGRAD_TILE
-    F.WINOGRAD_TILE = m
+    from .functional import winograd
+    saved = winograd.WINOGRAD_TILE
+    winograd.WINOGRAD_TILE = m
     try:
         yield
     finally:
-        F.WINOGRAD_TILE = saved
+        winograd.WINOGRAD_TILE = saved
 
 
 def _conv_winograd2(x, w3, b3):

@@ -2,7 +2,7 @@
 
 A ``Tensor`` wraps one backend array (NumPy, CuPy or the strict emulation).
 Every differentiable op (all of them live in ``tinygan.functional``) builds
-its output with :meth:`Tensor.from_op`, handing over the input tensors and a
+its output with :meth:`Tensor.from_op`, handing over its inputs and a
 closure ``backward(grad_out) -> grads`` that returns one gradient per input.
 That closure sits next to the forward code of the op, so each op's math is in
 one place.
@@ -77,13 +77,23 @@ class Tensor:
         self._freed = False  # an op output whose graph a backward() has released
 
     @classmethod
-    def from_op(cls, data, parents, backward):
-        """Output of an op: ``backward(grad)`` returns one gradient (or None) per parent."""
+    def from_op(cls, data, inputs, backward):
+        """The output of an op: the one contract between the ops and the engine.
+
+        ``inputs`` are the op's operands in order; those that are not tensors
+        (numbers, arrays) are constants. ``backward(grad)`` returns one
+        gradient (or None) per input; the constants' are dropped here.
+        """
         out = cls(data)
-        if _grad_enabled and any(p.requires_grad for p in parents):
-            out.requires_grad = True
-            out._parents = tuple(parents)
-            out._backward = backward
+        parents = [i for i, x in enumerate(inputs) if isinstance(x, Tensor)]
+        if not (_grad_enabled and any(inputs[i].requires_grad for i in parents)):
+            return out
+        out.requires_grad = True
+        if len(parents) == len(inputs):
+            out._parents, out._backward = tuple(inputs), backward
+        else:
+            out._parents = tuple(inputs[i] for i in parents)
+            out._backward = lambda g: [grads[i] for grads in (backward(g),) for i in parents]
         return out
 
     @property

@@ -1,0 +1,138 @@
+"""Elementwise ops: arithmetic, exp and log, and the activations (stable for large |x|)."""
+from __future__ import annotations
+
+from ..tensor import Tensor
+from .core import _data, _same_backend, _wants, _xp
+
+__all__ = ["add", "sub", "mul", "div", "neg", "pow", "compare", "exp", "log", "abs", "sqrt", "clip", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "logsigmoid"]
+
+
+def add(a, b):
+    _same_backend(a, b)
+    return Tensor.from_op(_data(a) + _data(b), (a, b), lambda g: (g, g))
+
+
+def sub(a, b):
+    _same_backend(a, b)
+    return Tensor.from_op(_data(a) - _data(b), (a, b), lambda g: (g, -g))
+
+
+def mul(a, b):
+    _same_backend(a, b)
+    da, db = _data(a), _data(b)
+    return Tensor.from_op(da * db, (a, b), lambda g: (g * db if _wants(a) else None,
+                                             g * da if _wants(b) else None))
+
+
+def div(a, b):
+    _same_backend(a, b)
+    da, db = _data(a), _data(b)
+    out = da / db
+    return Tensor.from_op(out, (a, b), lambda g: (g / db if _wants(a) else None,
+                                         -g * out / db if _wants(b) else None))
+
+
+def neg(a):
+    return Tensor.from_op(-a.data, (a,), lambda g: (-g,))
+
+
+def pow(a, b):
+    """a ** b; the gradient with respect to b needs a > 0 (it is b's log a term)."""
+    xp = _xp(a, b)
+    da, db = _data(a), _data(b)
+    out = da ** db
+
+    def backward(g):
+        ga = g * db * da ** (db - 1) if _wants(a) else None
+        gb = g * out * xp.log(da) if _wants(b) else None
+        return ga, gb
+    return Tensor.from_op(out, (a, b), backward)
+
+
+def compare(op, a, b):
+    """Elementwise comparison ('lt', 'le', 'gt', 'ge', 'eq', 'ne'); the result has no gradient."""
+    _same_backend(a, b)
+    da, db = _data(a), _data(b)
+    result = {"lt": da.__lt__, "le": da.__le__, "gt": da.__gt__, "ge": da.__ge__,
+              "eq": da.__eq__, "ne": da.__ne__}[op](db)
+    return Tensor(result)
+
+
+def exp(x):
+    out = _xp(x).exp(x.data)
+    return Tensor.from_op(out, (x,), lambda g: (g * out,))
+
+
+def log(x):
+    return Tensor.from_op(_xp(x).log(x.data), (x,), lambda g: (g / x.data,))
+
+
+def abs(x):
+    xp = _xp(x)
+    return Tensor.from_op(xp.abs(x.data), (x,), lambda g: (g * xp.sign(x.data),))
+
+
+def sqrt(x):
+    out = _xp(x).sqrt(x.data)
+    return Tensor.from_op(out, (x,), lambda g: (g / (2 * out),))
+
+
+def clip(x, min=None, max=None):
+    """Clamp to [min, max]; the gradient passes where min <= x <= max (as torch.clamp)."""
+    xp = _xp(x)
+    out = xp.clip(x.data, min, max)
+    inside = (out == x.data)
+    return Tensor.from_op(out, (x,), lambda g: (g * inside,))
+
+
+def relu(x):
+    out = _xp(x).maximum(x.data, 0)
+    return Tensor.from_op(out, (x,), lambda g: (g * (x.data > 0),))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    xp = _xp(x)
+    slope = xp.where(x.data > 0, 1, negative_slope).astype(x.dtype)
+    return Tensor.from_op(x.data * slope, (x,), lambda g: (g * slope,))
+
+
+def elu(x, alpha=1.0):
+    """x for x > 0, alpha (e^x - 1) otherwise; expm1 keeps small |x| exact, min() keeps e^x finite."""
+    xp = _xp(x)
+    positive = x.data > 0
+    negative_part = alpha * xp.expm1(xp.minimum(x.data, 0))
+    out = xp.where(positive, x.data, negative_part)
+    # d/dx alpha (e^x - 1) = alpha e^x = negative_part + alpha: reuse the forward's array
+    return Tensor.from_op(out, (x,), lambda g: (g * xp.where(positive, 1, negative_part + alpha),))
+
+
+def _sigmoid(xp, v):
+    # e = exp(-|v|) never overflows; the two branches are the same function
+    e = xp.exp(-xp.abs(v))
+    return xp.where(v >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(xp, v):
+    """log(1 + e^v) = max(v, 0) + log1p(e^-|v|): finite for every v."""
+    return xp.maximum(v, 0) + xp.log1p(xp.exp(-xp.abs(v)))
+
+
+def sigmoid(x):
+    out = _sigmoid(_xp(x), x.data)
+    return Tensor.from_op(out, (x,), lambda g: (g * out * (1 - out),))
+
+
+def tanh(x):
+    out = _xp(x).tanh(x.data)
+    return Tensor.from_op(out, (x,), lambda g: (g * (1 - out * out),))
+
+
+def softplus(x):
+    xp = _xp(x)
+    return Tensor.from_op(_softplus(xp, x.data), (x,), lambda g: (g * _sigmoid(xp, x.data),))
+
+
+def logsigmoid(x):
+    """log sigmoid(x) = -softplus(-x), stable for large |x|."""
+    xp = _xp(x)
+    return Tensor.from_op(-_softplus(xp, -x.data), (x,), lambda g: (g * _sigmoid(xp, -x.data),))

@@ -1,0 +1,305 @@
+"""Winograd's minimal filtering F(m x m, 3 x 3): 3x3 convolutions at stride 1, forward and backward.
+
+See :func:`_conv2d_winograd` for the algorithm (Lavin & Gray 2016). Its
+temporaries live in work buffers reused from call to call (only this path
+needs them), kept per array module and device.
+"""
+from __future__ import annotations
+
+from .. import backend
+from ..tensor import Tensor
+from .core import _gemm, _wants, _xp, profiled
+
+# Work buffers reused from call to call, one per (array module and device, dtype, tag). Large arrays
+# come from fresh mmap'ed pages each time they are allocated, and first-touch page faults
+# cost about as much as a pass over the data: the conv's big temporaries (tiles, their
+# transforms, the batched products) take their memory from here instead. A buffer's
+# contents are undefined when handed out and stay valid only until the next request
+# for the same tag; nothing that leaves an op (outputs, gradients) lives in one. They
+# stay allocated between steps (BEGAN 64x64, n = 64: about 250 MB) until _release_scratch().
+_SCRATCH = {}
+
+
+def _scratch(xp, tag, shape, dtype):
+    size = 1
+    for d in shape:
+        size *= d
+    key = (backend.cache_key(xp), tag, dtype)
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.size < size:
+        _SCRATCH.pop(key, None)  # drop the old one before allocating the larger one
+        buf = _SCRATCH[key] = xp.empty((size,), dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def release_work_buffers():
+    """Free the reusable work buffers (the next Winograd convs allocate them again)."""
+    _SCRATCH.clear()
+
+
+# Lavin & Gray 2016 (arXiv 1509.09308), section 4: interpolation points 0, -1, 1 (and infinity)
+# for F(2x2, 3x3); 0, +-1, +-2 (and infinity) for F(4x4, 3x3). (B^T, G, A^T) per output tile size m.
+_WINOGRAD = {
+    2: ([[1, 0, -1, 0],
+         [0, 1, 1, 0],
+         [0, -1, 1, 0],
+         [0, 1, 0, -1]],
+        [[1, 0, 0],
+         [1 / 2, 1 / 2, 1 / 2],
+         [1 / 2, -1 / 2, 1 / 2],
+         [0, 0, 1]],
+        [[1, 1, 1, 0],
+         [0, 1, -1, -1]]),
+    4: ([[4, 0, -5, 0, 1, 0],
+         [0, -4, -4, 1, 1, 0],
+         [0, 4, -4, -1, 1, 0],
+         [0, -2, -1, 2, 1, 0],
+         [0, 2, -1, -2, 1, 0],
+         [0, 4, 0, -5, 0, 1]],
+        [[1 / 4, 0, 0],
+         [-1 / 6, -1 / 6, -1 / 6],
+         [-1 / 6, 1 / 6, -1 / 6],
+         [1 / 24, 1 / 12, 1 / 6],
+         [1 / 24, -1 / 12, 1 / 6],
+         [0, 0, 1]],
+        [[1, 1, 1, 1, 1, 0],
+         [0, 1, -1, 2, -2, 0],
+         [0, 1, 1, 4, 4, 0],
+         [0, 1, -1, 8, -8, 1]]),
+}
+
+
+# Output tile size of the Winograd path: F(4x4) needs 4x fewer multiplications than im2col,
+# F(2x2) 2.25x. Measured forward + backward of one layer, batch 16, 1 BLAS thread (a shared machine):
+# 64x64, 64 -> 64 channels: F(4x4) 234 ms, F(2x2) 340 ms, im2col 420 ms; 32x32, 128 -> 128:
+# 110, 215 and 327 ms. F(4x4) rounds worse (WINOGRAD_RTOL), well inside float32 training noise.
+WINOGRAD_TILE = 4
+
+
+# Float32 error of the Winograd path: max |y - y_ref| / max |y_ref|, y_ref the float64 direct
+# conv, on ELU activations with PyTorch's default init at BEGAN's sizes (8..64 px, 3..256
+# channels), for the output and the input and weight gradients alike. Measured: F(4x4) up to
+# 1.4e-5, F(2x2) up to 4e-6, im2col in float32 up to 7e-7. tests/test_conv_fast.py holds
+# both tile sizes to this bound.
+WINOGRAD_RTOL = 5e-5
+
+
+_WINOGRAD_ARRAYS = {}
+
+
+def _winograd_matrices(m, xp, dtype):
+    """(B^T, G, A^T) of F(m x m, 3 x 3) as arrays of ``dtype`` on ``xp`` (made once, then cached)."""
+    key = (m, backend.cache_key(xp), dtype)
+    if key not in _WINOGRAD_ARRAYS:
+        _WINOGRAD_ARRAYS[key] = tuple(xp.asarray(mat, dtype=dtype) for mat in _WINOGRAD[m])
+    return _WINOGRAD_ARRAYS[key]
+
+
+@profiled("transform")
+def _to_tiles(x, top, left, hp, wp, xp):
+    """(hp, wp, N, C) work array: NCHW ``x`` moved to rows x columns x batch x channels, zero-padded.
+
+    In this layout a tile row (all columns, images and channels) is one long
+    contiguous vector, so each 1-D transform is a few large products. An
+    input that already has this memory order (the output of a 3x3 conv, and
+    elementwise ops of it) is copied without transposing.
+    """
+    n, c, h, w = x.shape
+    out = _scratch(xp, "tiles", (hp, wp, n, c), x.dtype)
+    out[:top] = 0
+    out[top + h:] = 0
+    out[top:top + h, :left] = 0
+    out[top:top + h, left + w:] = 0
+    out[top:top + h, left:left + w] = x.transpose(2, 3, 0, 1)
+    return out
+
+
+@profiled("transform")
+def _winograd_input(xt, bt, th, tw, xp):
+    """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array.
+
+    Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2.
+    Rows first (one product per tile row over every column, image and channel),
+    then columns.
+    """
+    hp, wp, n, c = xt.shape
+    a = bt.shape[0]
+    m = a - 2
+    item = xt.itemsize
+    rows = xp.lib.stride_tricks.as_strided(xt, (th, a, wp * n * c), (m * xt.strides[0], xt.strides[0], item))
+    half = _scratch(xp, "half", (a, th, wp, n, c), xt.dtype)
+    xp.matmul(bt, rows, out=half.reshape(a, th, wp * n * c).transpose(1, 0, 2))
+    s = half.strides
+    cols = xp.lib.stride_tricks.as_strided(half, (a, th, tw, a, n * c), (s[0], s[1], m * s[2], s[2], item))
+    v = _scratch(xp, "v", (a, a, th, tw, n, c), xt.dtype)
+    xp.matmul(bt, cols, out=v.reshape(a, a, th, tw, n * c).transpose(0, 2, 3, 1, 4))
+    return v
+
+
+@profiled("transform")
+def _winograd_input_adjoint(dv, bt, hp, wp, xp):
+    """Adjoint of _winograd_input: B dV B^T per tile, summed where tiles overlap -> (hp, wp, N, C).
+
+    Of each tile's a output columns (rows), the first m tile the image without
+    overlap and are written in place; the last a - m = 2 fall on the next
+    tile's first two and are added as two strided slices (no scatter).
+    """
+    a, _, th, tw, n, c = dv.shape
+    m = a - 2
+    b = bt.T
+    nc = n * c
+    per_tile = dv.reshape(a, a, th, tw, nc).transpose(0, 2, 3, 1, 4)   # (a_i, th, tw, a_j, nc)
+    half = _scratch(xp, "half", (a, th, wp, nc), dv.dtype)
+    xp.matmul(b[:m], per_tile, out=half[:, :, :tw * m].reshape(a, th, tw, m, nc))
+    half[:, :, tw * m:] = 0
+    spill = xp.matmul(b[m:], per_tile, out=_scratch(xp, "spill", (a, th, tw, a - m, nc), dv.dtype))
+    for k in range(a - m):
+        half[:, :, m + k:m + k + tw * m:m] += spill[:, :, :, k]
+    rows = half.reshape(a, th, wp * nc).transpose(1, 0, 2)             # (th, a_i, wp*nc)
+    dx = xp.empty((hp, wp, n, c), dtype=dv.dtype)
+    xp.matmul(b[:m], rows, out=dx[:th * m].reshape(th, m, wp * nc))
+    dx[th * m:] = 0
+    spill = xp.matmul(b[m:], rows, out=_scratch(xp, "spill", (th, a - m, wp * nc), dv.dtype))
+    for k in range(a - m):
+        dx[m + k:m + k + th * m:m] += spill[:, k].reshape(th, wp, n, c)
+    return dx
+
+
+@profiled("transform")
+def _winograd_output(mm, at, xp):
+    """Y = A^T M A for every tile: (a, a, th, tw, N, O) -> (th*m, tw*m, N, O), a new array."""
+    a, _, th, tw, n, o = mm.shape
+    m = at.shape[0]
+    half = _scratch(xp, "half", (m, a, th, tw, n * o), mm.dtype)
+    xp.matmul(at, mm.reshape(a, a * th * tw * n * o), out=half.reshape(m, -1))
+    y = xp.empty((th, m, tw, m, n, o), dtype=mm.dtype)
+    xp.matmul(at, half.transpose(0, 2, 3, 1, 4), out=y.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4))
+    return y.reshape(th * m, tw * m, n, o)
+
+
+@profiled("transform")
+def _winograd_output_adjoint(gy, at, th, tw, xp):
+    """Adjoint of _winograd_output: dM = A dY A^T per tile, (th*m, tw*m, N, O) -> (a*a, P, O) work array."""
+    _, _, n, o = gy.shape
+    m, a = at.shape
+    half = _scratch(xp, "half", (m, a, th, tw, n * o), gy.dtype)
+    xp.matmul(at.T, gy.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4), out=half.transpose(0, 2, 3, 1, 4))
+    dm = _scratch(xp, "m", (a * a, th * tw * n, o), gy.dtype)
+    xp.matmul(at.T, half.reshape(m, -1), out=dm.reshape(a, -1))
+    return dm
+
+
+def _winograd_weight(weight, g):
+    """U = G w G^T for every (o, c) kernel: (O, C, 3, 3) -> (a*a, C, O), one product with G (x) G."""
+    o, c = weight.shape[:2]
+    a = g.shape[0]
+    kron = (g[:, None, :, None] * g[None, :, None, :]).reshape(a * a, 9)  # row a*i + j: (G w G^T)[i, j]
+    xp = _xp(weight)
+    return xp.ascontiguousarray(xp.matmul(weight.reshape(o * c, 9), kron.T).reshape(o, c, a * a).transpose(2, 1, 0))
+
+
+def _winograd_weight_adjoint(du, g):
+    """Adjoint of _winograd_weight: dw = G^T dU G, (a*a, C, O) -> (O, C, 3, 3)."""
+    a = g.shape[0]
+    _, c, o = du.shape
+    kron = (g[:, None, :, None] * g[None, :, None, :]).reshape(a * a, 9)
+    xp = _xp(du)
+    return xp.matmul(du.reshape(a * a, c * o).T, kron).reshape(c, o, 3, 3).transpose(1, 0, 2, 3)
+
+
+def _conv2d_winograd(x, weight, bias, ph, pw, m=None):
+    """conv2d for 3x3 kernels at stride 1 by Winograd's minimal filtering F(m x m, 3 x 3).
+
+    Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks"
+    (arXiv 1509.09308). The padded input is cut into a x a tiles d (a = m + 2)
+    that overlap by 2 and advance by m; each gives an m x m output tile. With
+    g the 3x3 kernel of output channel o and input channel c, and p a tile
+    (image, tile row, tile column):
+
+        forward                                   backward, from dY = dL/dY
+        U[o,c]   = G g[o,c] G^T                   dM[o,p]  = A dY[o,p] A^T
+        V[c,p]   = B^T d[c,p] B                   dV[c,p]  = sum_o U[o,c] (.) dM[o,p]
+        M[o,p]   = sum_c U[o,c] (.) V[c,p]        dU[o,c]  = sum_p dM[o,p] (.) V[c,p]
+        Y[o,p]   = A^T M[o,p] A                   dd[c,p]  = B dV[c,p] B^T  (summed where tiles overlap)
+                                                  dg[o,c]  = G^T dU[o,c] G
+
+    (.) is the elementwise product, so for each of the a*a positions (xi, nu)
+    of a tile the sums over c, o and p are ordinary matrix products: a batch of
+    a*a GEMMs (P x C)(C x O), (P x O)(O x C) and (C x P)(P x O) through _gemm,
+    with P = N * tiles. The backward is the exact adjoint of the forward.
+    Column 1 of A^T is all ones, so the bias is added to M[1, 1] (it then
+    reaches each output of the tile once) and dbias is the sum of dM[1, 1].
+
+    F(2x2, 3x3), interpolation points 0, -1, 1:
+
+        B^T = [1  0 -1  0]     G = [ 1    0    0 ]     A^T = [1  1  1  0]
+              [0  1  1  0]         [1/2  1/2  1/2]           [0  1 -1 -1]
+              [0 -1  1  0]         [1/2 -1/2  1/2]
+              [0  1  0 -1]         [ 0    0    1 ]
+
+    F(4x4, 3x3), interpolation points 0, -1, 1, -2, 2:
+
+        B^T = [4  0 -5  0  1  0]   G = [ 1/4    0     0  ]   A^T = [1  1  1  1  1  0]
+              [0 -4 -4  1  1  0]       [-1/6  -1/6  -1/6 ]         [0  1 -1  2 -2  0]
+              [0  4 -4 -1  1  0]       [-1/6   1/6  -1/6 ]         [0  1  1  4  4  0]
+              [0 -2 -1  2  1  0]       [1/24  1/12   1/6 ]         [0  1 -1  8 -8  1]
+              [0  2 -1 -2  1  0]       [1/24 -1/12   1/6 ]
+              [0  4  0 -5  0  1]       [  0     0     1  ]
+
+    Per output pixel F(m x m, 3 x 3) needs (m + 2)^2 / m^2 multiplications per
+    (c, o) pair instead of 9: 4 for m = 2 (2.25x fewer), 2.25 for m = 4 (4x
+    fewer). Odd sizes: the output is padded up to whole tiles (the input with
+    zeros below and to the right) and cropped.
+
+    Layout: the tiles live as (rows, columns, N, C) so each 1-D transform is a
+    few large products with the small matrices (xp.matmul directly: they are
+    data movement, timed with the transforms, not GEMMs of the convolution);
+    the result is returned as an NCHW view of (H, W, N, O) memory, which
+    elementwise ops keep and the next 3x3 conv reads without a transposing copy.
+
+    Memory: nothing but the input tensor itself is kept for the backward; the
+    padded tiles and V (a^2/m^2 times the input) are recomputed there when the
+    weight gradient is wanted. Temporaries live in reused work buffers.
+
+    Rounding (float32, vs the direct conv; see tests/test_conv_fast.py): the
+    transforms' larger coefficients of F(4x4) cost accuracy, so the result
+    differs from im2col by more than float32 rounding of a direct sum but
+    stays within WINOGRAD_RTOL of the output's scale (measurements there).
+    """
+    m = WINOGRAD_TILE if m is None else m
+    xp = _xp(x, weight, bias)
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    a = m + 2
+    ho, wo = h + 2 * ph - 2, w + 2 * pw - 2
+    th, tw = -(-ho // m), -(-wo // m)
+    hp, wp = th * m + 2, tw * m + 2
+    p = th * tw * n
+    dtype = x.dtype
+    bt, gm, at = _winograd_matrices(m, xp, dtype)
+    u = _winograd_weight(weight.data, gm)
+    v = _winograd_input(_to_tiles(x.data, ph, pw, hp, wp, xp), bt, th, tw, xp).reshape(a * a, p, c)
+    mm = _gemm(v, u, out=_scratch(xp, "m", (a * a, p, o), dtype))
+    if bias is not None:
+        mm[a + 1] += bias.data
+    out = _winograd_output(mm.reshape(a, a, th, tw, n, o), at, xp)[:ho, :wo].transpose(2, 3, 0, 1)
+
+    def backward(g):
+        gy = g.transpose(2, 3, 0, 1)
+        if (th * m, tw * m) != (ho, wo) or not gy.flags.c_contiguous:
+            gy = xp.zeros((th * m, tw * m, n, o), dtype=g.dtype)
+            gy[:ho, :wo] = g.transpose(2, 3, 0, 1)
+        dm = _winograd_output_adjoint(gy, at, th, tw, xp)               # (a*a, P, O)
+        del gy
+        gb = dm[a + 1].sum(axis=0) if _wants(bias) else None
+        gw = gx = None
+        if _wants(weight):
+            v = _winograd_input(_to_tiles(x.data, ph, pw, hp, wp, xp), bt, th, tw, xp).reshape(a * a, p, c)
+            du = _gemm(v.transpose(0, 2, 1), dm)                       # (a*a, C, O)
+            gw = _winograd_weight_adjoint(du, gm)
+        if _wants(x):
+            dv = _gemm(dm, u.transpose(0, 2, 1), out=_scratch(xp, "v", (a * a, p, c), g.dtype))
+            dx = _winograd_input_adjoint(dv.reshape(a, a, th, tw, n, c), bt, hp, wp, xp)
+            gx = dx[ph:ph + h, pw:pw + w].transpose(2, 3, 0, 1)
+        return gx, gw, gb
+    return Tensor.from_op(out, (x, weight, bias) if bias is not None else (x, weight), backward)

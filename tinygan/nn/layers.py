@@ -1,0 +1,233 @@
+"""Layers with PyTorch's names, arguments and default initialisations."""
+from __future__ import annotations
+
+from .. import backend
+from .. import functional as F
+from ..functional.core import pair, size
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Linear", "Conv2d", "ConvTranspose2d", "Upsample", "BatchNorm1d", "BatchNorm2d", "Embedding", "Dropout",
+           "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Identity", "Flatten"]
+
+
+def _zeros(*shape):
+    """A new float32 array of zeros on the current backend, filled by the initialiser that follows."""
+    return backend.xp().zeros(shape, dtype=backend.DEFAULT_DTYPE)
+
+
+class Linear(Module):
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        size(in_features, "in_features", "Linear")
+        size(out_features, "out_features", "Linear")
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(_zeros(out_features, in_features))
+        self.bias = Parameter(_zeros(out_features)) if bias else None
+        init.kaiming_uniform_default_(self.weight, self.bias, in_features)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Conv2d(Module):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        super().__init__()
+        size(in_channels, "in_channels", "Conv2d")
+        size(out_channels, "out_channels", "Conv2d")
+        kh, kw = pair(kernel_size, "kernel_size", "Conv2d", 1)
+        pair(stride, "stride", "Conv2d", 1)
+        pair(padding, "padding", "Conv2d", 0)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        self.weight = Parameter(_zeros(out_channels, in_channels, kh, kw))
+        self.bias = Parameter(_zeros(out_channels)) if bias else None
+        init.kaiming_uniform_default_(self.weight, self.bias, in_channels * kh * kw)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class ConvTranspose2d(Module):
+    """Weight layout (in, out, kh, kw), and fan_in = out * kh * kw, as in PyTorch."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, bias=True):
+        super().__init__()
+        size(in_channels, "in_channels", "ConvTranspose2d")
+        size(out_channels, "out_channels", "ConvTranspose2d")
+        kh, kw = pair(kernel_size, "kernel_size", "ConvTranspose2d", 1)
+        pair(stride, "stride", "ConvTranspose2d", 1)
+        pair(padding, "padding", "ConvTranspose2d", 0)
+        pair(output_padding, "output_padding", "ConvTranspose2d", 0)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.output_padding = (kh, kw), stride, padding, output_padding
+        self.weight = Parameter(_zeros(in_channels, out_channels, kh, kw))
+        self.bias = Parameter(_zeros(out_channels)) if bias else None
+        init.kaiming_uniform_default_(self.weight, self.bias, out_channels * kh * kw)
+
+    def forward(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, output_padding={self.output_padding}")
+
+
+class Upsample(Module):
+    """Nearest-neighbour upsampling by an integer scale_factor (the only mode tinygan has)."""
+
+    def __init__(self, scale_factor=2, mode="nearest"):
+        super().__init__()
+        if mode != "nearest":
+            raise ValueError(f"Upsample: only mode='nearest' is implemented, got {mode!r}")
+        self.scale_factor = scale_factor
+
+    def forward(self, x):
+        return F.upsample_nearest(x, self.scale_factor)
+
+    def extra_repr(self):
+        return f"scale_factor={self.scale_factor}, mode='nearest'"
+
+
+class _BatchNorm(Module):
+    _ndim = None
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        super().__init__()
+        size(num_features, "num_features", type(self).__name__)
+        self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
+        self.weight = Parameter(backend.xp().ones(num_features, dtype=backend.DEFAULT_DTYPE)) if affine else None
+        self.bias = Parameter(_zeros(num_features)) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", _zeros(num_features))
+            self.register_buffer("running_var", backend.xp().ones(num_features, dtype=backend.DEFAULT_DTYPE))
+        self.track_running_stats = track_running_stats
+
+    def forward(self, x):
+        if x.ndim != self._ndim:
+            raise ValueError(f"{type(self).__name__}: expected a {self._ndim}-D input, got shape {x.shape}")
+        use_batch = self.training or not self.track_running_stats
+        rm = self.running_mean if self.track_running_stats else None
+        rv = self.running_var if self.track_running_stats else None
+        return F.batch_norm(x, rm, rv, self.weight, self.bias, use_batch, self.momentum, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C) inputs."""
+    _ndim = 2
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W) inputs, per channel."""
+    _ndim = 4
+
+
+class Embedding(Module):
+    """A lookup table initialised from N(0, 1), as in PyTorch."""
+
+    def __init__(self, num_embeddings, embedding_dim):
+        super().__init__()
+        size(num_embeddings, "num_embeddings", "Embedding")
+        size(embedding_dim, "embedding_dim", "Embedding")
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = Parameter(_zeros(num_embeddings, embedding_dim))
+        init.normal_(self.weight)
+
+    def forward(self, indices):
+        return F.embedding(indices, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class Dropout(Module):
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class _Activation(Module):
+    """An activation layer: forward applies ``fn`` with the layer's keyword settings."""
+    fn = None
+
+    def forward(self, x):
+        return type(self).fn(x, **self._settings())
+
+    def _settings(self):
+        return {}
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v}" for k, v in self._settings().items())
+
+
+class ReLU(_Activation):
+    """max(x, 0)"""
+    fn = F.relu
+
+
+class LeakyReLU(_Activation):
+    """x if x > 0 else negative_slope * x"""
+    fn = F.leaky_relu
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def _settings(self):
+        return {"negative_slope": self.negative_slope}
+
+
+class ELU(_Activation):
+    """x if x > 0 else alpha * (exp(x) - 1)"""
+    fn = F.elu
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = alpha
+
+    def _settings(self):
+        return {"alpha": self.alpha}
+
+
+class Sigmoid(_Activation):
+    """1 / (1 + exp(-x))"""
+    fn = F.sigmoid
+
+
+class Tanh(_Activation):
+    """tanh(x)"""
+    fn = F.tanh
+
+
+class Identity(Module):
+    """Returns its input."""
+
+    def forward(self, x):
+        return x
+
+
+class Flatten(Module):
+    """Flatten dims start_dim..end_dim (default: all but the batch axis)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return F.flatten(x, self.start_dim, self.end_dim)
