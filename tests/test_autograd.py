@@ -300,7 +300,7 @@ def test_float32_training_keeps_float32_end_to_end():
     params = conv.parameters() + bn.parameters() + deconv.parameters() + lin.parameters() + emb.parameters()
     x = tg.tensor(backend.randn(2, 1, 4, 4))
     assert x.dtype == np.float32
-    labels = np.array([1, 3])
+    labels = backend.to_device(np.array([1, 3]))  # constants live on the backend under test
 
     h = F.elu(conv(x))                                  # (2, 4, 2, 2)
     h = bn(h)
@@ -310,8 +310,8 @@ def test_float32_training_keeps_float32_end_to_end():
     logits = lin(F.flatten(h, 1)) + emb(labels)         # (2, 3)
     extra = (F.sigmoid(logits) * 0.5 + 1.0 - F.tanh(logits) ** 2 + F.softplus(logits) / 3.0
              + F.logsigmoid(logits) + F.exp(logits * 0.1) + F.sqrt(F.abs(logits) + 1.0))
-    loss = (F.binary_cross_entropy_with_logits(logits, np.ones((2, 3), dtype=np.float32))
-            + F.mse_loss(extra, np.zeros((2, 3), dtype=np.float32))
+    loss = (F.binary_cross_entropy_with_logits(logits, backend.to_device(np.ones((2, 3), dtype=np.float32)))
+            + F.mse_loss(extra, backend.to_device(np.zeros((2, 3), dtype=np.float32)))
             + F.l1_loss(F.clip(logits, -1, 1), 0.5) + F.max(logits) * 0.1
             + F.mean(F.concat([logits, -logits], axis=1) ** 2)
             + F.log(F.sum(F.relu(logits)) + 1.0))
