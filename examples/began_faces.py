@@ -27,15 +27,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tinygan import backend, cli  # noqa: E402
-from tinygan.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from tinygan import backend  # noqa: E402
+from tinygan.tools import cli  # noqa: E402
+from tinygan.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from tinygan.data import DataError, load_faces  # noqa: E402
-from tinygan.images import save_grid  # noqa: E402
-from tinygan.metrics import sliced_wasserstein  # noqa: E402
-from tinygan.models import BEGANDecoder, BEGANDiscriminator  # noqa: E402
-from tinygan.runlog import read_csv_log, write_epoch_row  # noqa: E402
+from tinygan.train.images import save_grid  # noqa: E402
+from tinygan.eval.metrics import sliced_wasserstein  # noqa: E402
+from tinygan.gan import BEGANDecoder, BEGANDiscriminator  # noqa: E402
+from tinygan.train.runlog import read_csv_log, write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
-from tinygan.training import BEGANTrainer, fit, grid_hook, unflatten_state  # noqa: E402
+from tinygan.gan import BEGANTrainer  # noqa: E402
+from tinygan.train import fit, grid_hook, unflatten_state  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 EXAMPLE = "began_faces"

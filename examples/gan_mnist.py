@@ -32,15 +32,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tinygan import backend, cli  # noqa: E402
-from tinygan import mnist_judge  # noqa: E402
-from tinygan.checkpoint import CheckpointError, atomic_write  # noqa: E402
+from tinygan import backend  # noqa: E402
+from tinygan.tools import cli  # noqa: E402
+from tinygan.eval import mnist_judge  # noqa: E402
+from tinygan.train.checkpoint import CheckpointError  # noqa: E402
+from tinygan.files import atomic_write  # noqa: E402
 from tinygan.data import DataError, load_mnist  # noqa: E402
-from tinygan.models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator,  # noqa: E402
-                            MLPGenerator)
-from tinygan.runlog import write_epoch_row  # noqa: E402
+from tinygan.gan import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator  # noqa: E402
+from tinygan.train.runlog import write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
-from tinygan.training import GANTrainer, fit, grid_hook  # noqa: E402
+from tinygan.gan import GANTrainer  # noqa: E402
+from tinygan.train import fit, grid_hook  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.

@@ -30,15 +30,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tinygan import backend, cli  # noqa: E402
-from tinygan.checkpoint import CheckpointError, atomic_write  # noqa: E402
+from tinygan import backend  # noqa: E402
+from tinygan.tools import cli  # noqa: E402
+from tinygan.train.checkpoint import CheckpointError  # noqa: E402
+from tinygan.files import atomic_write  # noqa: E402
 from tinygan.data import DataError, MIXTURES, sample_mixture  # noqa: E402
-from tinygan.images import save_grid  # noqa: E402
-from tinygan.metrics import mode_metrics  # noqa: E402
-from tinygan.models import ToyDiscriminator, ToyGenerator  # noqa: E402
-from tinygan.runlog import write_epoch_row  # noqa: E402
+from tinygan.train.images import save_grid  # noqa: E402
+from tinygan.eval.metrics import mode_metrics  # noqa: E402
+from tinygan.gan import ToyDiscriminator, ToyGenerator  # noqa: E402
+from tinygan.train.runlog import write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
-from tinygan.training import GANTrainer, fit  # noqa: E402
+from tinygan.gan import GANTrainer  # noqa: E402
+from tinygan.train import fit  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 EXAMPLE = "gan_toy2d"
@@ -83,7 +86,7 @@ def build_parser():
 
 def _saved_decay(args):
     """The lr decay of the run being resumed (its --epochs is the decay's length when it is linear)."""
-    from tinygan.training.rundir import read_config
+    from tinygan.train.rundir import read_config
     run = args.resume if isinstance(args.resume, str) else (args.out or default_out(args))
     try:
         return read_config(run)["extra"].get("lr_decay")

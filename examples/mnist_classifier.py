@@ -24,11 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tinygan import cli  # noqa: E402
-from tinygan import mnist_judge  # noqa: E402
-from tinygan.checkpoint import CheckpointError  # noqa: E402
+from tinygan.tools import cli  # noqa: E402
+from tinygan.eval import mnist_judge  # noqa: E402
+from tinygan.train.checkpoint import CheckpointError  # noqa: E402
 from tinygan.data import DataError, load_mnist  # noqa: E402
-from tinygan.images import save_grid  # noqa: E402
+from tinygan.train.images import save_grid  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 DEFAULT_OUT = "runs/mnist_classifier"

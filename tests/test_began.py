@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 import tinygan as tg
-from tinygan import _strict, backend, losses
-from tinygan.checkpoint import load_checkpoint
-from tinygan.models import BEGANDecoder, BEGANDiscriminator, BEGANEncoder
-from tinygan.training import BEGANTrainer, LoopConfig, LRStallSchedule, TrainingError, fit
+from tinygan import _strict, backend
+from tinygan.gan import losses
+from tinygan.train.checkpoint import load_checkpoint
+from tinygan.gan import BEGANDecoder, BEGANDiscriminator, BEGANEncoder
+from tinygan.gan import BEGANTrainer, LRStallSchedule
+from tinygan.train import LoopConfig, TrainingError, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 

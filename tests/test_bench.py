@@ -7,10 +7,11 @@ import sys
 import numpy as np
 
 import tinygan as tg
-from tinygan import backend, bench
+from tinygan import backend
+from tinygan.tools import bench
 from tinygan import functional as F
-from tinygan.models import BEGANDecoder, BEGANDiscriminator
-from tinygan.training import BEGANTrainer
+from tinygan.gan import BEGANDecoder, BEGANDiscriminator
+from tinygan.gan import BEGANTrainer
 
 
 def began_macs_by_hand(n, h, b):

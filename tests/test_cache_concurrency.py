@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinygan import mnist_judge
-from tinygan.runlog import read_csv_log
+from tinygan.eval import mnist_judge
+from tinygan.train.runlog import read_csv_log
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = 3
@@ -94,7 +94,7 @@ def test_judge_trained_once_while_the_others_wait(tmp_path):
         (mnist / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx(images)))
         (mnist / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(labels)))
     results = run_together(tmp_path, f"""
-        from tinygan import mnist_judge
+        from tinygan.eval import mnist_judge
         judge = mnist_judge.get_judge({str(mnist)!r}, progress=False, log=messages.append)
         print(json.dumps({{"messages": messages, "accuracy": judge.test_accuracy}}))
     """)

@@ -1,4 +1,4 @@
-"""Tests of tinygan.checkpoint: exact round trips, atomic writes, safe and clear loading."""
+"""Tests of tinygan.train.checkpoint: exact round trips, atomic writes, safe and clear loading."""
 import json
 import os
 import pickle
@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from tinygan import checkpoint as ckpt
-from tinygan.checkpoint import (CheckpointError, check_state_matches, load_checkpoint,
-                                save_checkpoint)
+from tinygan.train import checkpoint as ckpt
+from tinygan.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tinygan.nn import StateDictError, check_state_matches
 
 
 def _arrays():
@@ -236,7 +236,7 @@ def test_check_state_matches_messages():
     check_state_matches(expected, good)  # no error
 
     wrong = dict(good, **{"layers.0.weight": np.zeros((64, 3, 3, 3))})
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(StateDictError) as info:
         check_state_matches(expected, wrong, what="generator")
     assert str(info.value) == (
         "checkpoint does not match the generator: parameter 'layers.0.weight' has shape "
@@ -244,17 +244,17 @@ def test_check_state_matches_messages():
         "--filters/--size?")
 
     missing = {"layers.0.weight": np.zeros((32, 3, 3, 3))}
-    with pytest.raises(CheckpointError, match=r"discriminator: parameter 'layers.0.bias' with "
+    with pytest.raises(StateDictError, match=r"discriminator: parameter 'layers.0.bias' with "
                                               r"shape \(32,\) is missing"):
         check_state_matches(expected, missing, what="discriminator")
 
     extra = dict(good, extra=np.zeros(2))
-    with pytest.raises(CheckpointError, match=r"unexpected entry 'extra' with shape \(2,\)"):
+    with pytest.raises(StateDictError, match=r"unexpected entry 'extra' with shape \(2,\)"):
         check_state_matches(expected, extra, hint=None)
 
     # The first problem in the model's order is reported, with a count of the rest.
     several = {"layers.0.weight": np.zeros((1,)), "other": np.zeros(1)}
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(StateDictError) as info:
         check_state_matches(expected, several, hint=None)
     message = str(info.value)
     assert "parameter 'layers.0.weight' has shape (1,)" in message

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tinygan import cli
+from tinygan.tools import cli
 
 
 def make_parser():
@@ -17,7 +17,7 @@ def make_parser():
 
 def saved_run(tmp_path, example="test", step=3, **extra):
     """A folder that looks like a run: config.json and a checkpoint at ``step``."""
-    from tinygan.checkpoint import save_checkpoint
+    from tinygan.train.checkpoint import save_checkpoint
     (tmp_path / "config.json").write_text(json.dumps({"extra": dict(extra, example=example)}))
     save_checkpoint(tmp_path / "checkpoint.npz", {}, {"step": step})
     return str(tmp_path)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinygan import mnist_judge
+from tinygan.eval import mnist_judge
 from tinygan.data import (DataError, DataWarning, DownloadError, Source, download, fetch,
                           fingerprint, load_faces, load_mnist, sha256sum)
 from tinygan.data import faces as faces_module

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from tinygan import _strict, backend, doctor
-from tinygan.training import BEGANTrainer
+from tinygan import _strict, backend
+from tinygan.tools import doctor
+from tinygan.gan import BEGANTrainer
 
 FAMILIES = [name for name, *_ in doctor._families()]
 MODELS = [name for name, _ in doctor._models()]
@@ -59,7 +60,7 @@ def test_a_wrong_op_on_the_backend_fails_its_family_and_the_exit_status(monkeypa
 
 
 def test_a_crashing_check_is_a_fail_line_not_a_traceback(monkeypatch):
-    import tinygan.checkpoint as ckpt
+    import tinygan.train.checkpoint as ckpt
 
     def broken(*a, **k):
         raise OSError("disk full")

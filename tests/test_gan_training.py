@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 
 from tinygan import _strict, backend, tensor
-from tinygan.data import DownloadError
-from tinygan.models import (ConditionalDCGANDiscriminator, ConditionalDCGANGenerator,
-                            ConditionalMLPDiscriminator, ConditionalMLPGenerator, DCGANDiscriminator,
-                            DCGANGenerator, MLPDiscriminator, MLPGenerator, ToyDiscriminator, ToyGenerator)
-from tinygan.runlog import read_csv_log
-from tinygan.training import GANTrainer, LoopConfig, TrainingError, fit, grid_hook
+from tinygan.gan import ConditionalDCGANDiscriminator, ConditionalDCGANGenerator, ConditionalMLPDiscriminator, ConditionalMLPGenerator, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, ToyDiscriminator, ToyGenerator
+from tinygan.train.runlog import read_csv_log
+from tinygan.gan import GANTrainer
+from tinygan.train import LoopConfig, TrainingError, fit, grid_hook
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -206,7 +204,7 @@ def run(make, data, out, max_steps=None, resume=False, epochs=3, batch_size=4, *
 
 
 def flat_state(trainer):
-    from tinygan.training import flatten_state
+    from tinygan.train import flatten_state
     return flatten_state(trainer.state_dict())[0]
 
 
@@ -311,7 +309,7 @@ def test_mnist_examples_write_the_common_files(tmp_path, module, conditional, ar
 def test_mnist_examples_score_their_samples_with_the_judge(tmp_path, monkeypatch, module):
     """The judge's per-epoch metrics.csv and final metrics.json, with tiny data and an untrained judge."""
     import gan_mnist
-    from tinygan import mnist_judge
+    from tinygan.eval import mnist_judge
     example = __import__(module)
     images, labels = tiny_image_data(64)
     monkeypatch.setattr(gan_mnist, "load_mnist", lambda data, split, progress=True: (images, labels))

@@ -1,4 +1,4 @@
-"""Tests of tinygan.images (grid layout, PNG output) and tinygan.runlog (CSV logs, plots)."""
+"""Tests of tinygan.train.images (grid layout, PNG output) and tinygan.train.runlog (CSV logs, plots)."""
 import os
 import sys
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinygan.images import make_grid, save_grid
-from tinygan.runlog import CSVLog, _moving_average, plot_curves, read_csv_log
+from tinygan.train.images import make_grid, save_grid
+from tinygan.train.runlog import CSVLog, _moving_average, plot_curves, read_csv_log
 
 
 # --------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_plot_curves_from_columns_and_missing_column_error(tmp_path):
 def test_constant_curve_gets_a_readable_range():
     # a learning rate that never changed must not be drawn as rounding noise around 1e-4
     from matplotlib.figure import Figure
-    from tinygan.runlog import _widen_flat_axis
+    from tinygan.train.runlog import _widen_flat_axis
     ax = Figure().subplots()
     ax.plot([0, 1, 2], [1e-4, 1e-4 + 1e-20, 1e-4])
     _widen_flat_axis(ax, np.array([1e-4, 1e-4 + 1e-20, 1e-4]))

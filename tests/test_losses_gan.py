@@ -1,4 +1,4 @@
-"""The GAN losses of tinygan.losses: values and gradients against hand-computed cases, and finiteness.
+"""The GAN losses of tinygan.gan.losses: values and gradients against hand-computed cases, and finiteness.
 
 With D = sigmoid(l):  L_D = mean softplus(-l_real) + mean softplus(l_fake)  (= -V(G, D)),
 non-saturating L_G = mean softplus(-l_fake),  minimax L_G = -mean softplus(l_fake).
@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from tinygan import backend, functional as F, gradcheck, losses, tensor
+from tinygan import backend, functional as F, gradcheck, tensor
+from tinygan.gan import losses
 
 
 def sigmoid(v):

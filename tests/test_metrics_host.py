@@ -1,11 +1,11 @@
-"""Tests of the host-side metrics in tinygan.metrics on constructed data with known answers."""
+"""Tests of the host-side metrics in tinygan.eval.metrics on constructed data with known answers."""
 import math
 
 import numpy as np
 import pytest
 
-from tinygan import metrics as M
-from tinygan.metrics import frechet_distance, mode_metrics, sliced_wasserstein
+from tinygan.eval import metrics as M
+from tinygan.eval.metrics import frechet_distance, mode_metrics, sliced_wasserstein
 
 GRID = np.array([(i, j) for i in (-4, -2, 0, 2, 4) for j in (-4, -2, 0, 2, 4)], dtype=float)
 RING = np.array([(math.cos(2 * math.pi * i / 8), math.sin(2 * math.pi * i / 8)) for i in range(8)])

@@ -1,14 +1,15 @@
-"""The classifier-based MNIST metrics (tinygan.metrics) and the judge that feeds them (tinygan.mnist_judge)."""
+"""The classifier-based MNIST metrics (tinygan.eval.metrics) and the judge that feeds them (tinygan.eval.mnist_judge)."""
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tinygan import _strict, backend, mnist_judge, tensor
-from tinygan.checkpoint import CheckpointError, save_checkpoint
-from tinygan.metrics import class_distribution, classifier_metrics, label_accuracy, label_entropy
-from tinygan.training import LoopConfig
+from tinygan import _strict, backend, tensor
+from tinygan.eval import mnist_judge
+from tinygan.train.checkpoint import CheckpointError, save_checkpoint
+from tinygan.eval.metrics import class_distribution, classifier_metrics, label_accuracy, label_entropy
+from tinygan.train import LoopConfig
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

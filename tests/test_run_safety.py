@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from tinygan import backend
-from tinygan.checkpoint import load_checkpoint
-from tinygan.training import LoopConfig, TrainingError, fit
+from tinygan.train.checkpoint import load_checkpoint
+from tinygan.train import LoopConfig, TrainingError, fit
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -178,7 +178,7 @@ def other_runs(tmp_path):
     toy = tmp_path / "toy-run"
     toy.mkdir()
     (toy / "config.json").write_text(json.dumps({"extra": {"example": "gan_toy2d"}}))
-    from tinygan.checkpoint import save_checkpoint
+    from tinygan.train.checkpoint import save_checkpoint
     save_checkpoint(toy / "checkpoint.npz", {}, {"step": 1})
     corrupt = tmp_path / "corrupt-run"
     corrupt.mkdir()
@@ -265,7 +265,7 @@ def test_a_full_disk_names_the_checkpoint_and_keeps_the_previous_one(tmp_path, f
     out = tmp_path / "run"
     assert run_main(began_faces.main, began(faces, out, "--epochs", "1"), capsys)[0] == 0
     before = (out / "checkpoint.npz").read_bytes()
-    import tinygan.checkpoint as ckpt
+    import tinygan.train.checkpoint as ckpt
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")   # as write() raises it: no file name

@@ -29,7 +29,8 @@ import math
 import numpy as np
 import pytest
 
-from tinygan import backend, losses, nn, tensor
+from tinygan import backend, nn, tensor
+from tinygan.gan import losses
 from tinygan.optim import Adam
 
 N = 4096

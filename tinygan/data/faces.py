@@ -30,10 +30,10 @@ import PIL
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from .archive import safe_extract
 from .cache import cache_lock, cache_writes
-from .download import LOCAL_COPY_HINT, Source, default_cache_dir, fetch
+from .download import Source, default_cache_dir, fetch
 from .errors import DataError, data_warning
 
 __all__ = ["load_faces", "FaceStats", "DEFAULT_CROP", "IMAGE_EXTENSIONS", "LFW_URL", "LFW_MD5",

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from .. import backend
 from ..tensor import Tensor
 
-__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict"]
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "StateDictError", "check_state_matches"]
 
 
 class Parameter(Tensor):
@@ -236,3 +236,63 @@ class ModuleDict(Module):
 
     def items(self):
         return self._modules.items()
+
+
+# ---- checking a loaded state dict against a model, before loading it ----------------------
+
+class StateDictError(ValueError):
+    """A state dict does not fit the module it is loaded into (names or shapes differ)."""
+
+
+def _shape_str(shape):
+    return str(tuple(int(s) for s in shape))
+
+
+def check_state_matches(expected, got, what="generator",
+                        hint="was it saved with other --filters/--size?"):
+    """Check that a loaded state dict has exactly the names and shapes a model expects.
+
+    Parameters
+    ----------
+    expected : dict[str, tuple of int]
+        Name -> shape that the model needs, in the model's parameter order,
+        e.g. ``{k: v.shape for k, v in model.state_dict().items()}``.
+    got : dict[str, numpy.ndarray]
+        Name -> array found in the checkpoint (anything with ``.shape``).
+    what : str
+        What the state belongs to, used in the message ("generator",
+        "discriminator", "optimizer", ...).
+    hint : str or None
+        A likely cause appended to the message; ``None`` for no hint.
+
+    Raises
+    ------
+    StateDictError
+        Naming the first problem, looked for in this order: walking ``expected``
+        in its order, a missing entry or one of another shape; then an entry of
+        ``got`` that the model does not have. The number of further problems
+        is added. For example: ``checkpoint does not match the generator:
+        parameter 'layers.0.weight' has shape (64, 3, 3, 3) in the checkpoint,
+        expected (32, 3, 3, 3) — was it saved with other --filters/--size?``
+    """
+    problems = []
+    for name, shape in expected.items():
+        if name not in got:
+            problems.append(
+                f"parameter {name!r} with shape {_shape_str(shape)} is missing from the checkpoint")
+            continue
+        got_shape = tuple(int(s) for s in got[name].shape)
+        if got_shape != tuple(int(s) for s in shape):
+            problems.append(
+                f"parameter {name!r} has shape {_shape_str(got_shape)} in the checkpoint, "
+                f"expected {_shape_str(shape)}")
+    for name, value in got.items():
+        if name not in expected:
+            problems.append(
+                f"the checkpoint has an unexpected entry {name!r} with shape "
+                f"{_shape_str(value.shape)}, which the {what} does not have")
+    if problems:
+        more = f" (and {len(problems) - 1} more mismatch{'es' if len(problems) > 2 else ''})" \
+            if len(problems) > 1 else ""
+        tail = f" — {hint}" if hint else ""
+        raise StateDictError(f"checkpoint does not match the {what}: {problems[0]}{more}{tail}")

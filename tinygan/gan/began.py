@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
-from .. import losses
+from . import losses
 from ..optim import Adam
 from ..tensor import no_grad, tensor
 

@@ -11,9 +11,9 @@ design notes, "Evaluation without a pretrained network"):
 * for a conditional GAN, the fraction of samples generated for label y that
   the classifier reads as y.
 
-The metrics themselves are host functions in :mod:`tinygan.metrics`
-(:func:`~tinygan.metrics.classifier_metrics`); this module owns the network,
-its training (with the shared loop, :func:`tinygan.training.fit`) and the
+The metrics themselves are host functions in :mod:`tinygan.eval.metrics`
+(:func:`~tinygan.eval.metrics.classifier_metrics`); this module owns the network,
+its training (with the shared loop, :func:`tinygan.train.fit`) and the
 cache of its weights.
 
 Network (about 0.2 M parameters; about a minute per epoch on one CPU core)::
@@ -45,13 +45,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
-from . import functional as F
+from .. import backend
+from .. import functional as F
+from .. import nn
+from ..nn import StateDictError, check_state_matches
+from ..optim import Adam
+from ..tensor import Tensor, no_grad, tensor
+from ..train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from . import metrics
-from . import nn
-from .checkpoint import check_state_matches, load_checkpoint, save_checkpoint
-from .optim import Adam
-from .tensor import Tensor, no_grad, tensor
 
 __all__ = ["JUDGE_VERSION", "MIN_TEST_ACCURACY", "JudgeNet", "ClassifierTrainer", "MNISTJudge",
            "judge_path", "cross_entropy", "images_to_device", "batch_to_device", "train_judge", "save_judge", "load_judge",
@@ -66,7 +67,7 @@ NUM_CLASSES = 10
 
 def judge_path():
     """Where the judge's weights are cached: ``default_cache_dir() / "mnist_judge.npz"``."""
-    from .data import default_cache_dir
+    from ..data import default_cache_dir
     return default_cache_dir() / "mnist_judge.npz"
 
 
@@ -120,7 +121,7 @@ class JudgeNet(nn.Module):
 
 
 class ClassifierTrainer:
-    """The judge's training step, in the shared loop's trainer interface (see tinygan.training.loop)."""
+    """The judge's training step, in the shared loop's trainer interface (see tinygan.train.loop)."""
 
     name = "MNIST judge"
     headline = ("loss", "accuracy")
@@ -191,7 +192,7 @@ class MNISTJudge:
         return self
 
     def evaluate(self, samples, labels=None):
-        """Score samples (N, 1, 28, 28) in [0, 1]: see :func:`tinygan.metrics.classifier_metrics`.
+        """Score samples (N, 1, 28, 28) in [0, 1]: see :func:`tinygan.eval.metrics.classifier_metrics`.
 
         Needs :meth:`set_reference` first for the Fréchet distance.
         """
@@ -210,13 +211,13 @@ def train_judge(train, test, config, lr=1e-3, epoch_hooks=None):
     """Train a :class:`JudgeNet` with the shared loop; returns (MNISTJudge, test accuracy).
 
     ``train`` and ``test`` are ``(images uint8 (N, 28, 28), labels (N,))`` host
-    pairs; ``config`` is the loop's :class:`~tinygan.training.LoopConfig` (run
+    pairs; ``config`` is the loop's :class:`~tinygan.train.LoopConfig` (run
     folder, epochs, batch size, seed, resume, ...); ``epoch_hooks(judge)``, if
     given, returns the loop's per-epoch hooks. The global random generator is
     restored afterwards, so training the judge in the middle of a GAN's run
     does not change that run's noise.
     """
-    from .training import fit
+    from ..train import fit
     saved_rng = backend.rng_state()
     try:
         backend.seed(config.seed)
@@ -240,7 +241,7 @@ def save_judge(judge, path=None):
     A failed write (read-only cache, full disk) raises a DataError naming the
     path and suggesting ``TINYGAN_CACHE``.
     """
-    from .data.cache import cache_writes
+    from ..data.cache import cache_writes
     path = Path(path) if path is not None else judge_path()
     arrays = {f"net/{k}": backend.to_host(v) for k, v in judge.net.state_dict().items()}
     with cache_writes(path):
@@ -262,8 +263,11 @@ def load_judge(path=None):
         return None
     net = JudgeNet()
     state = {k[len("net/"):]: v for k, v in arrays.items() if k.startswith("net/")}
-    check_state_matches({k: v.shape for k, v in net.state_dict().items()}, state, "MNIST judge",
-                        hint=f"delete {path} to retrain it")
+    try:
+        check_state_matches({k: v.shape for k, v in net.state_dict().items()}, state, "MNIST judge",
+                            hint=f"delete {path} to retrain it")
+    except StateDictError as e:  # the cached file is what is wrong
+        raise CheckpointError(str(e)) from None
     net.load_state_dict(state)
     return MNISTJudge(net, meta.get("test_accuracy"))
 
@@ -275,8 +279,8 @@ def get_judge(data=None, progress=True, log=None):
     download cache). The judge's reference for the Fréchet distance is set to
     the MNIST test set.
     """
-    from .data import load_mnist
-    from .data.cache import cache_lock
+    from ..data import load_mnist
+    from ..data.cache import cache_lock
     log = log or (lambda msg: print(msg, file=sys.stderr))
     test = load_mnist(data, "test", progress=progress)
     judge = load_judge()
@@ -299,9 +303,9 @@ def _train_and_cache(data, test, progress, log):
     process until training has finished (``.mnist_judge_run.<random>`` in the
     cache), so no other process ever writes into it or sees half of it.
     """
-    from .data import default_cache_dir, load_mnist
-    from .data.cache import cache_writes
-    from .training import LoopConfig
+    from ..data import default_cache_dir, load_mnist
+    from ..data.cache import cache_writes
+    from ..train import LoopConfig
     log(f"no MNIST judge of version {JUDGE_VERSION!r} in {judge_path()}: training it "
         "(python examples/mnist_classifier.py does the same)")
     train = load_mnist(data, "train", progress=progress)

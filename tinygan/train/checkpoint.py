@@ -1,4 +1,4 @@
-"""The library's one checkpoint format, and its one atomic file writer.
+"""The library's one checkpoint format: named arrays and JSON metadata in one ``.npz``.
 
 A checkpoint is a single ``.npz`` file (a ZIP archive of ``.npy`` arrays):
 
@@ -32,23 +32,17 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = [
-    "CheckpointError",
-    "META_KEY",
-    "atomic_write",
-    "save_checkpoint",
-    "load_checkpoint",
-    "check_state_matches",
-]
+from .. import backend
+from ..files import atomic_write
+
+__all__ = ["CheckpointError", "META_KEY", "save_checkpoint", "load_checkpoint", "flatten_state", "unflatten_state"]
 
 #: Name of the archive entry that holds the JSON metadata.
 META_KEY = "__meta__"
@@ -61,80 +55,6 @@ _PICKLE_MAGIC = b"\x80"  # pickles of protocol 2 and later
 
 class CheckpointError(Exception):
     """A checkpoint could not be written, read, or does not fit the model it is loaded into."""
-
-
-# --------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def atomic_write(path):
-    """Open a binary file that appears at ``path`` only once it is completely written.
-
-    Yields a file object for a temporary file in the same directory as ``path``
-    (a rename is only atomic within one file system). When the ``with`` block
-    ends normally the data is flushed, ``fsync``'ed and the temporary file is
-    renamed onto ``path`` with :func:`os.replace`; if anything raises (including
-    the rename itself, or ``KeyboardInterrupt``) the temporary file is removed
-    and an existing file at ``path`` is left exactly as it was.
-
-    The library's checkpoints, image grids and plots are all written this way::
-
-        with atomic_write("out/grid.png") as fh:
-            image.save(fh, format="PNG")
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"cannot write {path!r}: its directory {directory!r} does not exist (create it first)")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot write {path!r}: it is a directory, expected a file path")
-    # A hidden, random name: two writers of the same target never share a temp
-    # file, and a crashed writer's leftover is easy to recognise.
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # os.open with mode 0o666 lets the process umask decide the permissions,
-    # as for any ordinary new file (tempfile.mkstemp would force 0o600).
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as e:
-        raise _naming(e, path, tmp) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())  # data on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise _naming(e, path, tmp) from None
-        raise
-    _fsync_directory(directory)
-
-
-def _naming(error, path, tmp):
-    """The same OSError, naming the file the caller asked for rather than its hidden temporary
-    (a full disk, for one, raises from write() with no file name at all)."""
-    if error.filename not in (None, tmp) or error.errno is None:
-        return error
-    return type(error)(error.errno, error.strerror, path)
-
-
-def _fsync_directory(directory):
-    # Makes the rename itself survive a power cut. Not possible on every
-    # platform (Windows cannot open a directory), where it is skipped.
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +257,7 @@ def load_checkpoint(path):
         more = f" and {len(arrays) - 10} more" if len(arrays) > 10 else ""
         raise CheckpointError(
             f"{path!r} has no {META_KEY!r} entry, so it was not written by "
-            f"tinygan.checkpoint.save_checkpoint (entries found: {shown}{more})")
+            f"tinygan.train.checkpoint.save_checkpoint (entries found: {shown}{more})")
     raw = arrays.pop(META_KEY)
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise CheckpointError(
@@ -354,58 +274,31 @@ def load_checkpoint(path):
 
 
 # --------------------------------------------------------------------------
-# Checking a loaded state against a model
+# A trainer's nested state <-> one checkpoint
 # --------------------------------------------------------------------------
 
-def _shape_str(shape):
-    return str(tuple(int(s) for s in shape))
+def flatten_state(state, prefix=""):
+    """Split a nested state dict into (name -> host array, JSON-able rest), for one .npz checkpoint."""
+    arrays, meta = {}, {}
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            sub_arrays, sub_meta = flatten_state(value, name + "/")
+            arrays.update(sub_arrays)
+            meta[str(key)] = sub_meta
+        elif hasattr(value, "shape") and hasattr(value, "dtype"):
+            arrays[name] = backend.to_host(value)
+        else:
+            meta[str(key)] = value
+    return arrays, meta
 
 
-def check_state_matches(expected, got, what="generator",
-                        hint="was it saved with other --filters/--size?"):
-    """Check that a loaded state dict has exactly the names and shapes a model expects.
-
-    Parameters
-    ----------
-    expected : dict[str, tuple of int]
-        Name -> shape that the model needs, in the model's parameter order,
-        e.g. ``{k: v.shape for k, v in model.state_dict().items()}``.
-    got : dict[str, numpy.ndarray]
-        Name -> array found in the checkpoint (anything with ``.shape``).
-    what : str
-        What the state belongs to, used in the message ("generator",
-        "discriminator", "optimizer", ...).
-    hint : str or None
-        A likely cause appended to the message; ``None`` for no hint.
-
-    Raises
-    ------
-    CheckpointError
-        Naming the first problem, looked for in this order: walking ``expected``
-        in its order, a missing entry or one of another shape; then an entry of
-        ``got`` that the model does not have. The number of further problems
-        is added. For example: ``checkpoint does not match the generator:
-        parameter 'layers.0.weight' has shape (64, 3, 3, 3) in the checkpoint,
-        expected (32, 3, 3, 3) — was it saved with other --filters/--size?``
-    """
-    problems = []
-    for name, shape in expected.items():
-        if name not in got:
-            problems.append(
-                f"parameter {name!r} with shape {_shape_str(shape)} is missing from the checkpoint")
-            continue
-        got_shape = tuple(int(s) for s in np.shape(got[name]))
-        if got_shape != tuple(int(s) for s in shape):
-            problems.append(
-                f"parameter {name!r} has shape {_shape_str(got_shape)} in the checkpoint, "
-                f"expected {_shape_str(shape)}")
-    for name, value in got.items():
-        if name not in expected:
-            problems.append(
-                f"the checkpoint has an unexpected entry {name!r} with shape "
-                f"{_shape_str(np.shape(value))}, which the {what} does not have")
-    if problems:
-        more = f" (and {len(problems) - 1} more mismatch{'es' if len(problems) > 2 else ''})" \
-            if len(problems) > 1 else ""
-        tail = f" — {hint}" if hint else ""
-        raise CheckpointError(f"checkpoint does not match the {what}: {problems[0]}{more}{tail}")
+def unflatten_state(arrays, meta, prefix=""):
+    """Inverse of :func:`flatten_state`."""
+    state = {}
+    for key, value in meta.items():
+        state[key] = unflatten_state(arrays, value, f"{prefix}{key}/") if isinstance(value, dict) else value
+    for name, value in arrays.items():
+        if name.startswith(prefix) and "/" not in name[len(prefix):]:
+            state[name[len(prefix):]] = value
+    return state

@@ -19,7 +19,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from tinygan.checkpoint import atomic_write
+from ..files import atomic_write
 
 __all__ = ["make_grid", "save_grid"]
 

@@ -33,7 +33,7 @@ import warnings
 
 import numpy as np
 
-from . import backend
+from .. import backend
 
 __all__ = ["mode_metrics", "frechet_distance", "sliced_wasserstein"]
 

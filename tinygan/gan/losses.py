@@ -22,8 +22,8 @@ BEGAN (Berthelot et al. 2017, arXiv 1703.10717). D is an autoencoder and
 """
 from __future__ import annotations
 
-from . import backend
-from . import functional as F
+from .. import backend
+from .. import functional as F
 
 __all__ = ["discriminator_loss", "generator_loss_saturating", "generator_loss_nonsaturating",
            "generator_loss", "reconstruction_loss", "began_k_update", "began_convergence"]

@@ -10,7 +10,7 @@ A run folder (``--out``) holds one run: ``config.json``, ``log.csv``,
   ``<name>.old-<N>`` with an ``N`` never used before, and only then is a fresh
   folder made;
 * leftovers of writes that were cut short (``.<name>.<random>.tmp``, see
-  :func:`tinygan.checkpoint.atomic_write`) are removed when a run starts or
+  :func:`tinygan.files.atomic_write`) are removed when a run starts or
   resumes.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .errors import RunFolderError
 
 CHECKPOINT = "checkpoint.npz"

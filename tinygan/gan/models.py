@@ -1,7 +1,7 @@
 """Networks of the minimax GAN (Goodfellow et al. 2014) and the conditional GAN (Mirza & Osindero 2014).
 
 Every discriminator returns *logits* of shape (N,): D(x) = sigmoid(logit), and
-the losses in :mod:`tinygan.losses` work on the logits so that they stay finite.
+the losses in :mod:`tinygan.gan.losses` work on the logits so that they stay finite.
 Generators map z ~ N(0, I) of shape (N, latent_dim) to samples; image
 generators end in tanh, i.e. images in [-1, 1] (NCHW).
 

@@ -46,9 +46,10 @@ except ImportError:  # Windows: no advisory locks; one process per run folder is
     fcntl = None
 
 from .. import backend
-from ..checkpoint import load_checkpoint, save_checkpoint, atomic_write, CheckpointError
-from ..images import save_grid
-from ..runlog import CSVLog, plot_curves
+from ..files import atomic_write
+from .checkpoint import CheckpointError, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from .images import save_grid
+from .runlog import CSVLog, plot_curves
 from .errors import RunFolderError, RunInterrupted, TrainingError
 from .rundir import (CHECKPOINT, CONFIG, LOG, check_new_run, check_out_folder, check_resumable, move_aside,
                      remove_stale_temp_files)
@@ -73,33 +74,6 @@ class LoopConfig:
     overwrite: bool = False        # a folder holding a run is moved aside to <out>.old-N, then a new run starts
     progress: bool = True
     extra: dict = field(default_factory=dict)  # the example's own flags, saved in config.json
-
-
-def flatten_state(state, prefix=""):
-    """Split a nested state dict into (name -> host array, JSON-able rest), for one .npz checkpoint."""
-    arrays, meta = {}, {}
-    for key, value in state.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            sub_arrays, sub_meta = flatten_state(value, name + "/")
-            arrays.update(sub_arrays)
-            meta[str(key)] = sub_meta
-        elif hasattr(value, "shape") and hasattr(value, "dtype"):
-            arrays[name] = backend.to_host(value)
-        else:
-            meta[str(key)] = value
-    return arrays, meta
-
-
-def unflatten_state(arrays, meta, prefix=""):
-    """Inverse of :func:`flatten_state`."""
-    state = {}
-    for key, value in meta.items():
-        state[key] = unflatten_state(arrays, value, f"{prefix}{key}/") if isinstance(value, dict) else value
-    for name, value in arrays.items():
-        if name.startswith(prefix) and "/" not in name[len(prefix):]:
-            state[name[len(prefix):]] = value
-    return state
 
 
 def batch_order(seed, epoch, n):

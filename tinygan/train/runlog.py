@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tinygan.checkpoint import atomic_write
+from ..files import atomic_write
 
 __all__ = ["CSVLog", "write_epoch_row", "read_csv_log", "plot_curves"]
 

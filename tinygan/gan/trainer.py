@@ -37,9 +37,8 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
-from .. import losses
-from ..checkpoint import check_state_matches
-from ..nn import BatchNorm1d, BatchNorm2d
+from ..nn import BatchNorm1d, BatchNorm2d, check_state_matches
+from . import losses
 from ..optim import Adam
 from ..tensor import Tensor, no_grad, tensor
 
@@ -53,7 +52,7 @@ class GANTrainer:
     ----------
     generator, discriminator
         Modules with ``G(z[, labels])`` and ``D(x[, labels]) -> logits (N,)``
-        (see :mod:`tinygan.models.gan`); ``generator.latent_dim`` is the size of z.
+        (see :mod:`tinygan.gan.models`); ``generator.latent_dim`` is the size of z.
     loss : "nonsaturating" | "minimax"
         The generator's loss (module docstring). The discriminator's is always -V.
     k : int
@@ -271,7 +270,7 @@ class GANTrainer:
         return state
 
     def load_state_dict(self, s):
-        """Restore a state; a state from another architecture raises CheckpointError naming
+        """Restore a state; a state from another architecture raises nn.StateDictError naming
         the first parameter that does not match."""
         hint = "was it saved with another --arch, --hidden, --filters or --latent-dim, or without --conditional?"
         check_state_matches({k: v.shape for k, v in self.G.state_dict().items()}, s["G"], "generator", hint)

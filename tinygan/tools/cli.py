@@ -19,9 +19,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import backend
-from .training.errors import RunFolderError, RunInterrupted, TrainingError
-from .training.rundir import check_new_run, check_resumable, read_config
+from .. import backend
+from ..train.errors import RunFolderError, RunInterrupted, TrainingError
+from ..train.rundir import check_new_run, check_resumable, read_config
 
 #: Flags that say how long to train and how often to log, save and sample: on --resume the
 #: command line's value wins when given, else the run's saved one.
@@ -212,7 +212,7 @@ def saved_run(run, example):
 
 def loop_config(args, **overrides):
     """The shared loop's LoopConfig from the common flags (the example's own flags go into ``extra``)."""
-    from .training import LoopConfig
+    from ..train import LoopConfig
     values = dict(out=args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                   log_every=args.log_every, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
                   resume=args.resume is not None, overwrite=args.overwrite, progress=not args.no_progress,

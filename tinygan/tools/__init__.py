@@ -1,0 +1,1 @@
+"""The programs around the library: the examples' command-line plumbing, the benchmark, the install doctor."""
