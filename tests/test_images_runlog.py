@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from tinygan.train.images import make_grid, save_grid
-from tinygan.train.runlog import CSVLog, _moving_average, plot_curves, read_csv_log
+from tinygan.train.curves import _moving_average, plot_curves
+from tinygan.train.runlog import CSVLog, read_csv_log
 
 
 # --------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def test_plot_curves_from_columns_and_missing_column_error(tmp_path):
 def test_constant_curve_gets_a_readable_range():
     # a learning rate that never changed must not be drawn as rounding noise around 1e-4
     from matplotlib.figure import Figure
-    from tinygan.train.runlog import _widen_flat_axis
+    from tinygan.train.curves import _widen_flat_axis
     ax = Figure().subplots()
     ax.plot([0, 1, 2], [1e-4, 1e-4 + 1e-20, 1e-4])
     _widen_flat_axis(ax, np.array([1e-4, 1e-4 + 1e-20, 1e-4]))

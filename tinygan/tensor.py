@@ -21,6 +21,9 @@ import contextlib
 from . import backend
 
 _grad_enabled = True
+#: The ops behind Tensor's operators and methods (``a + b`` is ``F.add(a, b)``). The engine sits below
+#: the ops in the layers, so it does not import them: tinygan.functional puts itself here when imported.
+F = None
 
 
 @contextlib.contextmanager
@@ -268,5 +271,3 @@ def tensor(data, requires_grad=False, dtype=None) -> Tensor:
         dtype = backend.DEFAULT_DTYPE if data.dtype.kind == "f" else None
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
-
-from . import functional as F  # noqa: E402  (functional imports Tensor; operators look it up at call time)

@@ -49,7 +49,8 @@ from .. import backend
 from ..files import atomic_write
 from .checkpoint import CheckpointError, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .images import save_grid
-from .runlog import CSVLog, plot_curves
+from .curves import plot_curves
+from .runlog import CSVLog, truncate_log
 from .errors import RunFolderError, RunInterrupted, TrainingError
 from .rundir import (CHECKPOINT, CONFIG, LOG, check_new_run, check_out_folder, check_resumable, move_aside,
                      remove_stale_temp_files)
@@ -216,7 +217,7 @@ def _resume(trainer, out, identity, steps_per_epoch):
                             f"{steps_per_epoch} steps: the data or --batch-size changed")
     pos.hooks_done = _read_hooks_done(out, default=pos.epoch)
     remove_stale_temp_files(out)
-    _truncate_log(out / LOG, pos.step)
+    truncate_log(out / LOG, pos.step)
     return pos
 
 
@@ -435,22 +436,3 @@ def _to_host_rows(pending):
             values.update(zip(device_keys, host[i].tolist()))
         rows.append({k: (float(values[k]) if k != "step" else int(values[k])) for k in order if k in values})
     return rows
-
-
-def _truncate_log(path, step):
-    """Drop rows logged after ``step`` (written before an interruption), so a resumed log has no duplicates."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    if not lines:
-        return
-    kept = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and _row_step(ln) <= step]
-    with atomic_write(path) as fh:
-        fh.write("".join(kept).encode("utf-8"))
-
-
-def _row_step(line):
-    try:
-        return int(float(line.split(",", 1)[0]))
-    except ValueError:
-        return math.inf
