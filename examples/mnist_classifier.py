@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from tinygan import nn  # noqa: E402
 from tinygan.tools import cli  # noqa: E402
 from tinygan.eval import mnist_judge  # noqa: E402
 from tinygan.train.checkpoint import CheckpointError  # noqa: E402
@@ -60,9 +61,8 @@ def main(argv=None):
 
         def hooks(judge):
             def wrong_digits(epoch, out):
-                judge.net.eval()
-                pred, _ = judge.predict(test[0])
-                judge.net.train()
+                with nn.evaluating(judge.net):
+                    pred, _ = judge.predict(test[0])
                 tqdm.write(f"epoch {epoch + 1}: test accuracy {np.mean(pred == test[1]):.2%}", file=sys.stderr)
                 wrong = np.flatnonzero(pred != test[1])[:100]
                 if len(wrong):

@@ -13,7 +13,8 @@ from tinygan import _strict, backend
 from tinygan.gan import losses
 from tinygan.train.checkpoint import load_checkpoint
 from tinygan.gan import BEGANDecoder, BEGANDiscriminator, BEGANEncoder
-from tinygan.gan import BEGANTrainer, LRStallSchedule
+from tinygan.gan import BEGANTrainer
+from tinygan.optim import Adam, ReduceLROnStall
 from tinygan.train import LoopConfig, TrainingError, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,11 +137,12 @@ def test_wrong_image_size_is_a_clear_error():
 # ---- learning-rate schedule ----------------------------------------------------
 
 def test_lr_halves_on_stall_with_floor():
-    s = LRStallSchedule(lr=1e-4, window=2, tolerance=0.02, lr_min=3e-5)
+    opt = Adam([tg.tensor(np.zeros(1, np.float32), requires_grad=True)], lr=1e-4)
+    s = ReduceLROnStall(opt, window=2, tolerance=0.02, min_lr=3e-5)
     changes = [s.observe(step, m) for step, m in enumerate([1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.49, 0.5, 0.6, 0.6], 1)]
     # windows: 1.0 (first: best), 0.5 (improved), 0.5 (stall: halve), 0.495 (<2%: halve to floor), 0.6 (floor)
     assert changes == [False, False, False, False, False, True, False, True, False, False]
-    assert s.lr == pytest.approx(3e-5)
+    assert s.lr == opt.lr == pytest.approx(3e-5)
 
 
 def test_lr_schedule_reaches_the_optimisers():

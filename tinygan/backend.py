@@ -24,6 +24,8 @@ uses only functions that NumPy and CuPy both have, with the same meaning.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import _strict
@@ -213,6 +215,28 @@ def rng_state() -> dict:
 def set_rng_state(state: dict):
     """Restore a state from :func:`rng_state`."""
     _rng.bit_generator.state = state
+
+
+@contextlib.contextmanager
+def rng_fork(seed=None):
+    """Within the block, randomness comes from a side stream: the generator's state is put back after.
+
+    With ``seed``, the block draws from that seed (an evaluation that must give
+    the same noise every epoch); without, it draws what training would have
+    drawn next, then training continues as if nothing had been drawn. Either
+    way a hook or an evaluation between steps cannot shift training's random
+    stream, so a resumed run stays identical to a straight one.
+    """
+    global _rng
+    saved = _rng
+    state = saved.bit_generator.state
+    if seed is not None:
+        _rng = np.random.default_rng(seed)
+    try:
+        yield
+    finally:
+        _rng = saved
+        _rng.bit_generator.state = state
 
 
 def randn(*shape, dtype=None):

@@ -1,38 +1,57 @@
 """Optimisers with PyTorch's names, defaults and update rules.
 
-Each optimiser keeps ``param_groups`` (a list with one dict of
-hyperparameters per group, as in PyTorch), so the learning rate can be changed
-during training with ``opt.param_groups[0]["lr"] = ...`` or simply
-``opt.lr = ...``. Updates run in place on the device; the step counter is a
-Python int, so no value ever travels to the host.
+Each optimiser keeps ``param_groups`` (one dict of hyperparameters per group
+of parameters, as in PyTorch), so a learning rate can be changed during
+training with ``opt.param_groups[i]["lr"] = ...``, or for every group with
+``opt.lr = ...``; :class:`ReduceLROnStall` is a scheduler that does so.
+Updates run in place on the device; the step counter is a Python int, so no
+value ever travels to the host.
 """
 from __future__ import annotations
 
 from . import backend
 
-__all__ = ["Optimizer", "Adam", "SGD"]
+__all__ = ["Optimizer", "Adam", "SGD", "ReduceLROnStall"]
 
 
 class Optimizer:
-    """Base class: holds the parameters, their per-parameter state and the hyperparameters."""
+    """Base class: the parameter groups, their hyperparameters and each parameter's state.
+
+    ``params`` is an iterable of tensors, or of dicts ``{"params": [...], "lr": ...}``,
+    one per group with its own hyperparameters (the others come from the
+    keyword arguments, then from the defaults), as in PyTorch.
+    """
 
     defaults: dict = {}
 
     def __init__(self, params, **hyper):
+        name = type(self).__name__
         params = list(params)
         if not params:
-            raise ValueError(f"{type(self).__name__} got an empty parameter list")
-        for i, p in enumerate(params):
-            if not getattr(p, "requires_grad", False):
-                raise TypeError(f"{type(self).__name__}: parameter {i} is not a tensor that requires grad")
+            raise ValueError(f"{name} got an empty parameter list")
         unknown = set(hyper) - set(self.defaults)
         if unknown:
-            raise TypeError(f"{type(self).__name__}: unexpected arguments {sorted(unknown)}")
-        group = dict(self.defaults, **hyper)
-        self._check(group)
-        self.params = params
-        self.param_groups = [dict(group, params=params)]
-        self.state = [{} for _ in params]
+            raise TypeError(f"{name}: unexpected arguments {sorted(unknown)}")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups = []
+        for gi, given in enumerate(groups):
+            if not isinstance(given, dict) or "params" not in given:
+                raise TypeError(f"{name}: parameter group {gi} must be a dict with 'params', got {given!r}")
+            extra = set(given) - set(self.defaults) - {"params"}
+            if extra:
+                raise TypeError(f"{name}: parameter group {gi} has unexpected settings {sorted(extra)}")
+            group = dict(self.defaults, **hyper)
+            group.update((k, v) for k, v in given.items() if k != "params")
+            self._check(group)
+            group["params"] = list(given["params"])
+            self.param_groups.append(group)
+        self.params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in enumerate(self.params):
+            if not getattr(p, "requires_grad", False):
+                raise TypeError(f"{name}: parameter {i} is not a tensor that requires grad")
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError(f"{name}: a parameter appears more than once (in one group or in two)")
+        self.state = [{} for _ in self.params]
 
     def _check(self, group):
         if group["lr"] < 0:
@@ -40,6 +59,7 @@ class Optimizer:
 
     @property
     def lr(self):
+        """The learning rate (of the first group; setting it sets every group's)."""
         return self.param_groups[0]["lr"]
 
     @lr.setter
@@ -52,10 +72,12 @@ class Optimizer:
             p.grad = None
 
     def step(self):
-        group = self.param_groups[0]
-        for p, state in zip(self.params, self.state):
-            if p.grad is not None:
-                self._update(p, p.grad, state, group)
+        states = iter(self.state)  # one per parameter, in the groups' order
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = next(states)
+                if p.grad is not None:
+                    self._update(p, p.grad, state, group)
 
     def _update(self, p, grad, state, group):
         raise NotImplementedError
@@ -150,3 +172,55 @@ class SGD(Optimizer):
                 buf += grad
             grad = state["momentum_buffer"]
         p.data -= group["lr"] * grad
+
+
+class ReduceLROnStall:
+    """Multiply the learning rate of ``optimizers`` by ``factor`` when a watched value stops improving.
+
+    As ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (mode "min", relative
+    threshold), but judged on fixed windows of steps so that the decisions do
+    not depend on how often values are reported: :meth:`observe` takes the
+    value of each step; at every multiple of ``window`` the window's mean is
+    compared with the best window mean so far, and unless it is at least
+    ``tolerance`` (relative) below it, the learning rate becomes
+    ``max(lr * factor, min_lr)``. BEGAN halves its rate this way when M_global
+    stalls, with a floor (too low a rate late in training collapsed public runs).
+    """
+
+    def __init__(self, optimizers, window=3000, tolerance=0.02, factor=0.5, min_lr=0.0):
+        self.optimizers = list(optimizers) if isinstance(optimizers, (list, tuple)) else [optimizers]
+        if not (isinstance(window, int) and window >= 1):
+            raise ValueError(f"ReduceLROnStall: window must be a whole number of steps >= 1, got {window!r}")
+        if not 0 < factor < 1:
+            raise ValueError(f"ReduceLROnStall: factor must be in (0, 1), got {factor}")
+        self.window, self.tolerance, self.factor, self.min_lr = window, tolerance, factor, min_lr
+        self.lr = self.optimizers[0].lr
+        self.best = None
+        self.total, self.count = 0.0, 0
+
+    def observe(self, step, value):
+        """Take the watched value of ``step`` (a host number); returns True when the rate changed."""
+        self.total += value
+        self.count += 1
+        if step % self.window:
+            return False
+        mean, self.total, self.count = self.total / self.count, 0.0, 0
+        if self.best is None or mean < self.best * (1 - self.tolerance):
+            self.best = mean if self.best is None else min(self.best, mean)
+            return False
+        self.best = min(self.best, mean)
+        new = max(self.lr * self.factor, self.min_lr)
+        changed, self.lr = new != self.lr, new
+        self._apply()
+        return changed
+
+    def _apply(self):
+        for opt in self.optimizers:
+            opt.lr = self.lr
+
+    def state_dict(self):
+        return dict(lr=self.lr, best=self.best, total=self.total, count=self.count)
+
+    def load_state_dict(self, s):
+        self.lr, self.best, self.total, self.count = s["lr"], s["best"], s["total"], s["count"]
+        self._apply()

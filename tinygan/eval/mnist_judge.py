@@ -218,17 +218,13 @@ def train_judge(train, test, config, lr=1e-3, epoch_hooks=None):
     does not change that run's noise.
     """
     from ..train import fit
-    saved_rng = backend.rng_state()
-    try:
-        backend.seed(config.seed)
+    with backend.rng_fork(config.seed):
         net = JudgeNet()
         trainer = ClassifierTrainer(net, lr=lr)
         judge = MNISTJudge(net)
         net.train()
         fit(trainer, (train[0], train[1]), config, batch_to_device,
             epoch_hooks=epoch_hooks(judge) if epoch_hooks else ())
-    finally:
-        backend.set_rng_state(saved_rng)
     net.eval()
     judge.test_accuracy = judge.accuracy(test[0], test[1])
     return judge, judge.test_accuracy

@@ -14,9 +14,9 @@ from .models import (ConditionalDCGANDiscriminator, ConditionalDCGANGenerator, C
                      ToyDiscriminator, ToyGenerator)
 from .began_models import BEGANDecoder, BEGANDiscriminator, BEGANEncoder, began_scales
 from .trainer import GANTrainer
-from .began import BEGANTrainer, LRStallSchedule
+from .began import BEGANTrainer
 
 __all__ = ["losses", "MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator",
            "ConditionalMLPGenerator", "ConditionalMLPDiscriminator", "ConditionalDCGANGenerator",
            "ConditionalDCGANDiscriminator", "ToyGenerator", "ToyDiscriminator", "BEGANDecoder", "BEGANEncoder",
-           "BEGANDiscriminator", "began_scales", "GANTrainer", "BEGANTrainer", "LRStallSchedule"]
+           "BEGANDiscriminator", "began_scales", "GANTrainer", "BEGANTrainer"]

@@ -11,9 +11,9 @@ One call of :meth:`BEGANTrainer.step` is one iteration of the paper:
 with L(v) = mean |v - D(v)|. Every quantity, k_t included, stays on the
 device; the step returns 0-d device arrays.
 
-Learning rate: halved when M stalls, never below ``lr_min``. The stall test,
-run on the host every ``lr_window`` steps on the M values logged in the
-window: if the window's mean M is not at least ``lr_tolerance`` (relative)
+Learning rate: halved when M stalls, never below ``lr_min``
+(:class:`tinygan.optim.ReduceLROnStall`): every ``lr_window`` steps, on the
+host, if the window's mean M is not at least ``lr_tolerance`` (relative)
 below the best window mean seen so far, the learning rate of both networks is
 halved. The decision is taken at multiples of ``lr_window`` only, so it does
 not depend on the logging interval and a resumed run takes the same decisions.
@@ -25,40 +25,9 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from . import losses
-from ..optim import Adam
+from ..nn import evaluating, frozen
+from ..optim import Adam, ReduceLROnStall
 from ..tensor import no_grad, tensor
-
-
-class LRStallSchedule:
-    """Halve the learning rate when the window mean of M has not improved enough (see module doc)."""
-
-    def __init__(self, lr, window=3000, tolerance=0.02, factor=0.5, lr_min=2e-5):
-        if window < 1:
-            raise ValueError(f"lr window must be >= 1 step, got {window}")
-        self.lr, self.window, self.tolerance, self.factor, self.lr_min = lr, window, tolerance, factor, lr_min
-        self.best = None
-        self.total, self.count = 0.0, 0
-
-    def observe(self, step, m):
-        """Feed M of one step; returns True when the learning rate changed."""
-        self.total += m
-        self.count += 1
-        if step % self.window:
-            return False
-        mean, self.total, self.count = self.total / self.count, 0.0, 0
-        if self.best is None or mean < self.best * (1 - self.tolerance):
-            self.best = mean if self.best is None else min(self.best, mean)
-            return False
-        self.best = min(self.best, mean)
-        new = max(self.lr * self.factor, self.lr_min)
-        changed, self.lr = new != self.lr, new
-        return changed
-
-    def state_dict(self):
-        return dict(lr=self.lr, best=self.best, total=self.total, count=self.count)
-
-    def load_state_dict(self, s):
-        self.lr, self.best, self.total, self.count = s["lr"], s["best"], s["total"], s["count"]
 
 
 class BEGANTrainer:
@@ -82,7 +51,7 @@ class BEGANTrainer:
         self.gamma, self.lambda_k = gamma, lambda_k
         self.opt_g = Adam(self.G.parameters(), lr=lr, betas=betas)
         self.opt_d = Adam(self.D.parameters(), lr=lr, betas=betas)
-        self.schedule = LRStallSchedule(lr, lr_window, lr_tolerance, lr_min=lr_min)
+        self.schedule = ReduceLROnStall([self.opt_g, self.opt_d], lr_window, lr_tolerance, min_lr=lr_min)
         self.k = backend.xp().zeros((), dtype=backend.DEFAULT_DTYPE)  # k_0 = 0
         self.fixed_noise = self.noise(num_fixed)
 
@@ -110,25 +79,20 @@ class BEGANTrainer:
         self.opt_d.step()
 
         # generator: D's weights are constants here, so their gradients are not even computed
-        for p in self.D.parameters():
-            p.requires_grad = False
-        try:
+        with frozen(self.D):
             fake_g = self.G(tensor(z_g))
             loss_g = losses.reconstruction_loss(fake_g, self.D(fake_g))
             self.opt_g.zero_grad()
             loss_g.backward()
             self.opt_g.step()
-        finally:
-            for p in self.D.parameters():
-                p.requires_grad = True
 
-        lr_real, lr_fake = loss_real.data, loss_g.data
+        l_real, l_fake = loss_real.data, loss_g.data  # L(x) and L(G(z_G))
         k_used = self.k
-        self.k = losses.began_k_update(self.k, lr_real, lr_fake, self.gamma, self.lambda_k)
+        self.k = losses.began_k_update(self.k, l_real, l_fake, self.gamma, self.lambda_k)
         return {
-            "loss_real": lr_real, "loss_fake": lr_fake, "gamma_loss_real": self.gamma * lr_real,
+            "loss_real": l_real, "loss_fake": l_fake, "gamma_loss_real": self.gamma * l_real,
             "loss_d": loss_d.data, "loss_g": loss_g.data, "k": k_used,
-            "M": losses.began_convergence(lr_real, lr_fake, self.gamma), "lr": self.schedule.lr,
+            "M": losses.began_convergence(l_real, l_fake, self.gamma), "lr": self.schedule.lr,
         }
 
     def needs_host(self, step):
@@ -136,16 +100,13 @@ class BEGANTrainer:
 
     def on_host_metrics(self, rows):
         for row in rows:
-            if self.schedule.observe(row["step"], row["M"]):
-                self.opt_g.lr = self.opt_d.lr = self.schedule.lr
+            self.schedule.observe(row["step"], row["M"])  # halves both optimisers' rate on a stall
 
     # ---- sampling ------------------------------------------------------------
     def sample(self, z, to_host=True):
         """G(z) as float32 images in [0, 1]: on the host, or left on the device with ``to_host=False``."""
-        self.G.eval()
-        with no_grad():
+        with evaluating(self.G), no_grad():
             out = self.G(tensor(z)).data
-        self.G.train()
         if not to_host:
             return backend.get_array_module(out).clip((out + 1) / 2, 0, 1)
         return np.clip((backend.to_host(out) + 1) / 2, 0, 1).astype(np.float32)
@@ -178,6 +139,5 @@ class BEGANTrainer:
         self.opt_g.load_state_dict(s["opt_g"])
         self.opt_d.load_state_dict(s["opt_d"])
         self.k = backend.to_device(s["k"], backend.DEFAULT_DTYPE)
-        self.schedule.load_state_dict(s["schedule"])
-        self.opt_g.lr = self.opt_d.lr = self.schedule.lr
+        self.schedule.load_state_dict(s["schedule"])  # and the optimisers' rate with it
         self.fixed_noise = backend.to_device(s["fixed_noise"], backend.DEFAULT_DTYPE)

@@ -33,11 +33,13 @@ the host by the loop at logging points only:
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..nn import BatchNorm1d, BatchNorm2d, check_state_matches
+from ..nn import BatchNorm1d, BatchNorm2d, check_state_matches, evaluating, frozen
 from . import losses
 from ..optim import Adam
 from ..tensor import Tensor, no_grad, tensor
@@ -197,19 +199,12 @@ class GANTrainer:
 
     def _generator_step(self, m):
         z, fake_labels = self.noise(m), self.random_labels(m)
-        # D's weights are constants here: turning their gradients off skips computing them.
-        params = self.D.parameters()
-        for p in params:
-            p.requires_grad = False
-        try:
+        with frozen(self.D):  # D's weights are constants here: their gradients are not even computed
             logits = self.D(self.G(tensor(z), fake_labels), fake_labels)
             loss_g = losses.generator_loss(logits, self.loss)
             self.opt_g.zero_grad()
             loss_g.backward()
             self.opt_g.step()
-        finally:
-            for p in params:
-                p.requires_grad = True
         return loss_g.data
 
     # ---- sampling (host arrays: for grids, metrics and samples.npy) -------------
@@ -218,12 +213,8 @@ class GANTrainer:
 
         Images (``image_range`` set) are mapped to [0, 1]; otherwise G's output is returned as is.
         """
-        self.G.eval()
-        try:
-            with no_grad():
-                out = self.G(tensor(z), labels).data
-        finally:
-            self.G.train()
+        with evaluating(self.G), no_grad():
+            out = self.G(tensor(z), labels).data
         out = backend.to_host(out).astype(np.float32)
         if self.image_range is not None:
             lo, hi = self.image_range
@@ -243,18 +234,12 @@ class GANTrainer:
         epochs then neither change the training's noise (a resumed run would otherwise differ
         from a straight one) nor vary from one epoch to the next.
         """
-        saved = backend.rng_state() if seed is not None else None
-        if seed is not None:
-            backend.seed(seed)
-        try:
-            parts, labels = [], np.arange(n) % self.num_classes if self.conditional else None
+        parts, labels = [], np.arange(n) % self.num_classes if self.conditional else None
+        with backend.rng_fork(seed) if seed is not None else contextlib.nullcontext():
             for i in range(0, n, chunk):
                 size = min(chunk, n - i)
                 y = None if labels is None else backend.to_device(labels[i:i + size])
                 parts.append(self.sample(self.noise(size), y))
-        finally:
-            if saved is not None:
-                backend.set_rng_state(saved)
         out = {"samples": np.concatenate(parts)}
         if labels is not None:
             out["labels"] = labels.astype(np.int64)

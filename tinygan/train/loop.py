@@ -238,7 +238,7 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
 
     def run_epoch_hooks(finished):
         for hook in epoch_hooks:
-            _without_touching_rng(hook, finished, out)
+            _run_hook(hook, finished, out)
         pos.hooks_done = finished + 1
         _write_hooks_done(out, pos.hooks_done)
 
@@ -280,7 +280,7 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
                     for every, hook in step_hooks:
                         if every and pos.step % every == 0:
                             metrics.flush()
-                            _without_touching_rng(hook, pos.step, out)
+                            _run_hook(hook, pos.step, out)
                             metrics.restart_clock()  # hooks' time is not step time
                     if pos.step % config.checkpoint_every == 0:
                         metrics.flush()
@@ -402,20 +402,6 @@ def _write_hooks_done(out, epochs):
         fh.write(json.dumps({"epochs": epochs}).encode())
 
 
-def _without_touching_rng(hook, index, out):
-    """Run a hook (sample grids, metrics) without shifting training's random stream.
-
-    Hooks run after a checkpoint may have been saved; one that drew noise from
-    the library's generator would otherwise make a resumed run differ from a
-    straight one.
-    """
-    state = backend.rng_state()
-    try:
-        hook(index, out)
-    finally:
-        backend.set_rng_state(state)
-
-
 def _to_host_rows(pending):
     """One device-to-host transfer for a whole logging interval of metrics.
 
@@ -436,3 +422,10 @@ def _to_host_rows(pending):
             values.update(zip(device_keys, host[i].tolist()))
         rows.append({k: (float(values[k]) if k != "step" else int(values[k])) for k in order if k in values})
     return rows
+
+
+def _run_hook(hook, index, out):
+    """Run a hook (sample grids, metrics) on a side stream of randomness: one that drew noise from
+    the library's generator would otherwise make a resumed run differ from a straight one."""
+    with backend.rng_fork():
+        hook(index, out)
