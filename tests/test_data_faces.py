@@ -16,6 +16,7 @@ from PIL import Image
 
 from tinygan.data import DataError, DownloadError, FaceStats, load_faces
 from tinygan.data import faces as faces_module
+from tinygan.data import faces_decode
 
 SHARED_LFW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfw-deepfunneled"
 
@@ -170,7 +171,7 @@ def test_damaged_cache_is_rebuilt(face_dir, tmp_path):
 
 def test_worker_pool_gives_the_same_result(face_dir, tmp_path, monkeypatch):
     (single, _), _ = load_quietly(face_dir, size=8, crop=40, cache_dir=tmp_path / "c1", workers=1)
-    monkeypatch.setattr(faces_module, "_POOL_MIN_FILES", 0)
+    monkeypatch.setattr(faces_decode, "_POOL_MIN_FILES", 0)
     (pooled, stats), _ = load_quietly(face_dir, size=8, crop=40, cache_dir=tmp_path / "c2", workers=2)
     assert stats.unreadable == 2
     np.testing.assert_array_equal(single, pooled)

@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from tinygan import _strict, backend
-from tinygan.tools import doctor
+from tinygan.tools import doctor, doctor_checks
 from tinygan.gan import BEGANTrainer
 
-FAMILIES = [name for name, *_ in doctor._families()]
-MODELS = [name for name, _ in doctor._models()]
+FAMILIES = [name for name, *_ in doctor_checks._families()]
+MODELS = [name for name, _ in doctor_checks._models()]
 
 
 def _gpu_answers():

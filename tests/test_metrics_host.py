@@ -1,10 +1,10 @@
-"""Tests of the host-side metrics in tinygan.eval.metrics on constructed data with known answers."""
+"""Tests of the host-side metrics in tinygan.eval.metrics (and tinygan.eval.swd) on constructed data with known answers."""
 import math
 
 import numpy as np
 import pytest
 
-from tinygan.eval import metrics as M
+from tinygan.eval import swd
 from tinygan.eval.metrics import frechet_distance, mode_metrics, sliced_wasserstein
 
 GRID = np.array([(i, j) for i in (-4, -2, 0, 2, 4) for j in (-4, -2, 0, 2, 4)], dtype=float)
@@ -132,7 +132,7 @@ def _smooth_images(n, size, channels, seed):
     """Random images with spatial structure (blurred noise stretched to [0, 1])."""
     z = np.random.default_rng(seed).random((n, channels, size, size)).astype(np.float32)
     for _ in range(3):
-        z = M._blur(z)
+        z = swd._blur(z)
     return (z - z.min()) / (z.max() - z.min())
 
 
@@ -141,11 +141,11 @@ FAST = dict(nhoods_per_image=32, n_projections=64, n_repeats=2)
 
 def test_laplacian_pyramid_reconstructs_images():
     x = np.random.default_rng(0).random((2, 3, 35, 32)).astype(np.float32)   # odd height too
-    levels = M._laplacian_pyramid(x, 3)
+    levels = swd._laplacian_pyramid(x, 3)
     assert [lv.shape[2:] for lv in levels] == [(35, 32), (18, 16), (9, 8)]
     recon = levels[-1]
     for fine in reversed(levels[:-1]):
-        recon = fine + M._pyr_up(recon, fine.shape[2:])
+        recon = fine + swd._pyr_up(recon, fine.shape[2:])
     np.testing.assert_allclose(recon, x, atol=1e-5)
 
 
@@ -174,7 +174,7 @@ def test_swd_grows_with_noise_and_blur():
     # White noise lives mostly in the finest level (32x32).
     assert noisy[2]["swd"][0] > 3 * same["swd"][0]
     # Blurring removes fine detail: the finest level tells it too.
-    blurred = sliced_wasserstein(real, M._blur(M._blur(real)), **opts)
+    blurred = sliced_wasserstein(real, swd._blur(swd._blur(real)), **opts)
     assert blurred["swd"][0] > 2 * same["swd"][0]
 
 
