@@ -1,14 +1,15 @@
 """BEGAN on face photos (Berthelot, Schumm, Metz 2017, arXiv 1703.10717).
 
-Train on a GPU with the paper's settings (LFW deep-funneled, 64x64, n = 128):
+On a GPU with the paper's settings (LFW, downloaded; 64x64, n = 128), into runs/began-lfw-64:
     python examples/began_faces.py --backend cupy
 
-A CPU-sized run on a local copy:
-    python examples/began_faces.py --data ~/data/lfw-deepfunneled --size 32 --filters 32   # a folder or .tgz of photos
+A CPU-sized run (32x32, n = 32: about 6 minutes an epoch on one core) on a folder
+or .tgz of face photos, into runs/began-<folder>-32:
+    python examples/began_faces.py --data ~/data/lfw-deepfunneled --size 32 --filters 32 --epochs 10
 
-Continue a run, or draw samples and latent walks from its checkpoint:
-    python examples/began_faces.py --resume runs/began-lfw-64
-    python examples/began_faces.py --sample runs/began-lfw-64 --n 64 --interpolate
+Continue a run (longer), or draw samples and latent walks from its checkpoint:
+    python examples/began_faces.py --resume runs/began-lfw-deepfunneled-32 --epochs 20
+    python examples/began_faces.py --sample runs/began-lfw-deepfunneled-32 --n 64 --interpolate
 
 The run folder gets log.csv (one row per step: L(x), L(G(z)), L_D, L_G, k_t,
 M_global, lr, step time), curves.png, grid_epoch{E:03d}.png (fixed noise,
@@ -41,6 +42,7 @@ from tinygan.train import fit, grid_hook, unflatten_state  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 EXAMPLE = "began_faces"
+CPU_COMMAND = "python examples/began_faces.py --data PATH --size 32 --filters 32 --epochs 10"
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
 RUN_OWN = ("size", "filters", "hidden", "skip", "crop", "gamma", "lambda_k", "batch_size", "seed",
            "lr", "lr_min", "lr_window", "data")
@@ -79,7 +81,12 @@ swd_count = cli.checked(int, lambda v: v == 0 or v >= 2, "0 (off) or an integer 
 
 
 def default_out(args):
-    name = "lfw" if args.data is None or "lfw" in Path(args.data).name.lower() else Path(args.data).stem.lower()
+    """runs/began-lfw-<size> for the downloaded LFW, else runs/began-<the data folder's name>-<size>."""
+    if args.data is None:
+        return f"runs/began-lfw-{args.size}"
+    name = Path(args.data).expanduser().resolve().name.lower()
+    for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
+        name = name[:-len(suffix)] if name.endswith(suffix) else name
     return f"runs/began-{name}-{args.size}"
 
 
@@ -171,7 +178,7 @@ def main(argv=None):
         args = cli.prepare_run(args, given, example=EXAMPLE, run_own=RUN_OWN, default_out=default_out)
         if args.lr_min > args.lr:
             cli.fail(f"--lr-min {args.lr_min} is above --lr {args.lr}; the floor must not exceed the learning rate")
-        cli.use_backend(args.backend, args.device)
+        cli.use_backend(args.backend, args.device, cpu_command=CPU_COMMAND)
         images, stats = load_faces(args.data, size=args.size, crop=args.crop, return_stats=True, warn=False,
                                    progress=not args.no_progress)
         for note in stats.notes:

@@ -61,13 +61,9 @@ BATCH_SIZE = {"ring": 128, "grid": 256}
 
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:]))
-    cli.add_common_args(p, epochs=20, batch_size=None, lr=5e-4, out=None,
-                        data_help="not used: the toy data is drawn from the mixture (--mixture, --train-size)")
-    for action in p._actions:  # the default depends on --mixture: say so instead of "(default: None)"
-        if action.dest == "batch_size":
-            # "%(default).0s" formats to nothing; its presence stops the formatter appending "(default: None)"
-            action.help = ("examples per step (default: "
-                           + ", ".join(f"{v} for the {k}" for k, v in sorted(BATCH_SIZE.items())) + ")%(default).0s")
+    cli.add_common_args(p, epochs=20, batch_size=None, lr=5e-4, out=None, out_help="runs/gan_toy2d-<mixture>",
+                        data_help="not used: the toy data is drawn from the mixture (--mixture, --train-size)",
+                        batch_size_help=", ".join(f"{v} for the {k}" for k, v in sorted(BATCH_SIZE.items())))
     g = p.add_argument_group("toy GAN")
     g.add_argument("--mixture", choices=sorted(MIXTURES), default="grid", help="which mixture of Gaussians")
     g.add_argument("--loss", choices=("nonsaturating", "minimax"), default="nonsaturating",

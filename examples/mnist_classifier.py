@@ -40,7 +40,7 @@ RUN_OWN = ("batch_size", "seed", "data", "lr")
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:]))
     cli.add_common_args(
-        p, epochs=2, batch_size=64, lr=1e-3, out=DEFAULT_OUT,
+        p, epochs=2, batch_size=64, lr=1e-3, out=DEFAULT_OUT, lr_help="Adam learning rate of the classifier",
         data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ~/data/mnist); "
                   "default: download them (md5-checked) into ~/.cache/tinygan/mnist")
     g = p.add_argument_group("judge")

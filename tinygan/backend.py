@@ -68,7 +68,7 @@ def _load_cupy(device=0):
     except Exception as e:  # CUDARuntimeError and friends have no common public base
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BackendError(f"backend 'cupy' is installed but no usable NVIDIA GPU answers ({first}); "
-                           f"use --backend numpy, or check the driver and {_CUPY_HINT}") from None
+                           f"check the driver and {_CUPY_HINT}") from None
     if not 0 <= device < count:
         raise BackendError(f"device {device} does not exist: this process sees {count} GPU"
                            f"{'' if count == 1 else 's'} (devices 0..{count - 1}; device N counts the GPUs "
@@ -80,7 +80,7 @@ def _load_cupy(device=0):
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BackendError(f"backend 'cupy': GPU {device} does not answer ({first}); "
-                           f"use --backend numpy, or check the driver and {_CUPY_HINT}") from None
+                           f"check the driver and {_CUPY_HINT}") from None
     return cupy
 
 

@@ -41,7 +41,7 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
     """--help shows each flag's default (when it has one) and keeps the description's line breaks."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False):
+        if action.default is None or action.default is False:  # not `in (None, False)`: 0 == False
             return action.help
         return super()._get_help_string(action)
 
@@ -75,7 +75,10 @@ unit_interval = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 probability = checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
-def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None):
+def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None, batch_size_help=None,
+                    lr_help="Adam learning rate of both networks"):
+    """The flags every example shares. ``out_help`` and ``batch_size_help`` describe a default that is
+    computed (None here), instead of argparse's "(default: None)"."""
     g = p.add_argument_group("common to every example")
     g.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array backend: numpy (CPU) or cupy (NVIDIA GPU; pip install 'tinygan[cuda12]')")
@@ -83,8 +86,9 @@ def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None)
                    help="with --backend cupy: the GPU to use, counted among those CUDA_VISIBLE_DEVICES shows (default 0)")
     g.add_argument("--data", metavar="PATH", default=None, help=data_help)
     g.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set")
-    g.add_argument("--batch-size", type=positive_int, default=batch_size, help="examples per step")
-    g.add_argument("--lr", type=positive_float, default=lr, help="Adam learning rate of both networks")
+    g.add_argument("--batch-size", type=positive_int, default=batch_size,
+                   help="examples per step" + (f" (default: {batch_size_help})" if batch_size_help else ""))
+    g.add_argument("--lr", type=positive_float, default=lr, help=lr_help)
     g.add_argument("--seed", type=count, default=0, help="seed of initialisation, noise and data order")
     g.add_argument("--out", metavar="DIR", default=out,
                    help="run folder for logs, grids, samples and checkpoint.npz" + ("" if out else f" (default: {out_help})"))
@@ -221,15 +225,19 @@ def loop_config(args, **overrides):
     return LoopConfig(**values)
 
 
-def use_backend(name, device=None):
-    """Switch the backend, or print one line saying what is missing and exit with status 2."""
+def use_backend(name, device=None, cpu_command=None):
+    """Switch the backend, or print one line saying what is missing and exit with status 2.
+
+    ``cpu_command`` is the example's CPU-sized command, offered when no GPU answers (the GPU
+    command's settings would take weeks on a CPU).
+    """
     try:
         if device is None:
             backend.use(name)
         else:
             backend.use(name, device=device)
     except backend.BackendError as e:
-        fail(str(e))
+        fail(str(e) + (f"; without a GPU, try a CPU-sized run: {cpu_command}" if cpu_command and name == "cupy" else ""))
 
 
 def fail(message, status=2):

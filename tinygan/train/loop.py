@@ -263,6 +263,11 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
                dynamic_ncols=True, desc=trainer.name)
     headline = getattr(trainer, "headline", ())
     needs_host = getattr(trainer, "needs_host", lambda s: False)
+
+    def show(last):
+        if last is not None:
+            bar.set_postfix({"epoch": min(pos.epoch + 1, config.epochs),
+                             **{k: f"{last[k]:.4g}" for k in headline if k in last}})
     try:
         with _Interrupt() as interrupt:
             while pos.step < total:
@@ -275,8 +280,7 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
                     metrics.add(dict(step_metrics, step=pos.step, epoch=pos.epoch + pos.position / steps_per_epoch))
                     bar.update(1)
                     if pos.step % config.log_every == 0 or needs_host(pos.step):
-                        last = metrics.flush()
-                        bar.set_postfix({"epoch": pos.epoch + 1, **{k: f"{last[k]:.4g}" for k in headline if k in last}})
+                        show(metrics.flush())
                     for every, hook in step_hooks:
                         if every and pos.step % every == 0:
                             metrics.flush()
@@ -293,7 +297,7 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
                         say(f"interrupted at step {pos.step:,}: saved {ckpt_path}; continue with --resume")
                         raise RunInterrupted
                 if pos.position >= steps_per_epoch:
-                    metrics.flush()
+                    show(metrics.flush())  # the bar shows the epoch's last metrics, however long the log interval
                     finished = pos.epoch
                     pos.epoch, pos.position = pos.epoch + 1, 0
                     save()
