@@ -397,7 +397,7 @@ def test_get_array_module_ignores_python_scalars():
 
 @pytest.mark.parametrize("call,pattern", [
     (lambda: F.conv2d(T(np.ones((1, 3, 5, 5))), T(np.ones((4, 2, 3, 3)))),
-     r"conv2d: input has 3 channels \(shape \(1, 3, 5, 5\)\) but weight expects 2 \(weight shape \(4, 2, 3, 3\)\)"),
+     r"conv2d: input has 3 channels \(shape \(1, 3, 5, 5\)\) but weight expects 2 \(weight shape \(4, 2, 3, 3\), layout \(out, in, kh, kw\)\)"),
     (lambda: F.conv2d(T(np.ones((3, 5, 5))), T(np.ones((4, 3, 3, 3)))), r"conv2d: .*4 dimensions.*\(3, 5, 5\)"),
     (lambda: F.conv2d(T(np.ones((1, 1, 2, 2))), T(np.ones((1, 1, 3, 3)))), r"conv2d: kernel 3x3 is larger"),
     (lambda: F.conv2d(T(np.ones((1, 1, 5, 5))), T(np.ones((2, 1, 3, 3))), T(np.ones(3))),

@@ -48,6 +48,21 @@ def _col2im(cols6, shape, sh, sw, xp, dtype):
     return out
 
 
+def _check_conv(x, weight, bias, stride, padding, op, in_axis, layout):
+    """The checks conv2d and conv_transpose2d share; returns (stride pair, padding pair).
+
+    ``in_axis`` is the weight axis that must match the input's channels (1 for conv2d's
+    (out, in, kh, kw), 0 for the transposed conv's (in, out, kh, kw)).
+    """
+    _check_nchw(x, op)
+    _require(weight.ndim == 4, op, f"weight must be {layout}, got shape {weight.shape}")
+    _require(x.shape[1] == weight.shape[in_axis], op,
+             f"input has {x.shape[1]} channels (shape {x.shape}) but weight expects "
+             f"{weight.shape[in_axis]} (weight shape {weight.shape}, layout {layout})")
+    _same_backend(x, weight, bias)
+    return pair(stride, "stride", op, 1), pair(padding, "padding", op, 0)
+
+
 @profiled("conv2d")
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D cross-correlation, as torch.nn.functional.conv2d (no dilation or groups).
@@ -60,13 +75,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     Winograd path is tested against.
     """
     op = "conv2d"
-    _check_nchw(x, op)
-    _require(weight.ndim == 4, op, f"weight must be (out, in, kh, kw), got shape {weight.shape}")
-    _require(x.shape[1] == weight.shape[1], op,
-             f"input has {x.shape[1]} channels (shape {x.shape}) but weight expects "
-             f"{weight.shape[1]} (weight shape {weight.shape})")
-    _same_backend(x, weight, bias)
-    (sh, sw), (ph, pw) = pair(stride, "stride", op, 1), pair(padding, "padding", op, 0)
+    (sh, sw), (ph, pw) = _check_conv(x, weight, bias, stride, padding, op, in_axis=1, layout="(out, in, kh, kw)")
     _, _, h, w = x.shape
     o, _, kh, kw = weight.shape
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
@@ -117,13 +126,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     (H - 1) * stride - 2 * padding + kh + output_padding.
     """
     op = "conv_transpose2d"
-    _check_nchw(x, op)
-    _require(weight.ndim == 4, op, f"weight must be (in, out, kh, kw), got shape {weight.shape}")
-    _require(x.shape[1] == weight.shape[0], op,
-             f"input has {x.shape[1]} channels (shape {x.shape}) but weight expects "
-             f"{weight.shape[0]} (weight shape {weight.shape}, layout (in, out, kh, kw))")
+    (sh, sw), (ph, pw) = _check_conv(x, weight, bias, stride, padding, op, in_axis=0, layout="(in, out, kh, kw)")
     xp = _xp(x, weight, bias)
-    (sh, sw), (ph, pw) = pair(stride, "stride", op, 1), pair(padding, "padding", op, 0)
     oph, opw = pair(output_padding, "output_padding", op, 0)
     _require(oph < sh and opw < sw, op, f"output_padding {output_padding} must be smaller than stride {stride}")
     n, cin, h, w = x.shape
