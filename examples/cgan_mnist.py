@@ -18,18 +18,16 @@ of label y as y, class entropy, Fréchet distance), samples.npy (float32
 (N, 1, 28, 28) in [0, 1]) with labels.npy beside it (labels cycling 0-9),
 metrics.json (the judge's scores of samples.npy) and checkpoint.npz.
 """
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # gan_mnist.py beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import gan_mnist  # noqa: E402
+from tinygan.tools import mnist_gan  # noqa: E402  (the program, shared with gan_mnist.py)
 
 
 def main(argv=None):
-    gan_mnist.main(argv, conditional=True, doc=__doc__)
+    mnist_gan.main(argv, conditional=True, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -20,163 +20,16 @@ and checkpoint.npz. The judge is the classifier of
 examples/mnist_classifier.py; it is trained first (about 2 minutes) if its
 cache has none.
 """
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tinygan import backend  # noqa: E402
-from tinygan.tools import cli  # noqa: E402
-from tinygan.eval import mnist_judge  # noqa: E402
-from tinygan.train.checkpoint import CheckpointError  # noqa: E402
-from tinygan.files import atomic_write  # noqa: E402
-from tinygan.data import DataError, load_mnist  # noqa: E402
-from tinygan.gan import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator  # noqa: E402
-from tinygan.train.runlog import write_epoch_row  # noqa: E402
-from tinygan.tensor import tensor  # noqa: E402
-from tinygan.gan import GANTrainer  # noqa: E402
-from tinygan.train import fit, grid_hook  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-#: Flags that fix the model, its training rule or the data: a resumed run keeps them.
-RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "batch_norm", "k",
-           "batch_size", "seed", "data", "loss", "lr", "beta1")
-NUM_CLASSES = 10
+from tinygan.tools import mnist_gan  # noqa: E402  (the program, shared with cgan_mnist.py)
 
 
-def widths(text):
-    """'256,512,1024' -> (256, 512, 1024), for --g-hidden and --d-hidden."""
-    try:
-        values = tuple(int(v) for v in str(text).split(","))
-    except ValueError:
-        raise ValueError(f"expected comma-separated layer widths such as 256,512,1024, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"layer widths must be positive, got {text!r}")
-    return values
-
-
-def build_parser(conditional=False, doc=__doc__):
-    name = "cgan_mnist" if conditional else "gan_mnist"
-    p = cli.parser(doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[1:]))
-    cli.add_common_args(
-        p, epochs=20, batch_size=64, lr=2e-4, out=f"runs/{name}",
-        data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ~/data/mnist); "
-                  "default: download them (md5-checked) into ~/.cache/tinygan/mnist")
-    g = p.add_argument_group("GAN")
-    g.add_argument("--loss", choices=("nonsaturating", "minimax"), default="nonsaturating",
-                   help="generator loss: nonsaturating -E log D(G(z)) (the paper's practical choice) or "
-                        "minimax E log(1 - D(G(z))) (the game as written; its gradient vanishes while D wins)")
-    g.add_argument("--arch", choices=("mlp", "dcgan"), default="mlp",
-                   help="mlp: fully connected G and D (fast on a CPU); dcgan: transposed convs and batch norm")
-    g.add_argument("--k", type=cli.positive_int, default=1, help="discriminator updates per generator update (Algorithm 1's k)")
-    g.add_argument("--beta1", type=cli.probability, default=0.5, help="Adam's beta1 in [0, 1) (DCGAN's 0.5; beta2 is 0.999)")
-    g.add_argument("--latent-dim", type=cli.positive_int, default=100, help="size of the noise z")
-    g.add_argument("--g-hidden", type=widths, default=(256, 512, 1024), help="mlp: G's hidden layer widths")
-    g.add_argument("--d-hidden", type=widths, default=(512, 256), help="mlp: D's hidden layer widths")
-    g.add_argument("--dropout", type=cli.probability, default=0.0, help="mlp: dropout after D's hidden layers, in [0, 1) (0: none)")
-    g.add_argument("--filters", type=cli.positive_int, default=32, help="dcgan: filters of the widest layer pair (f, 2f)")
-    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=conditional,
-                   help="mlp: batch norm after G's hidden layers (but the first)" + (
-                       "; on here: without it the conditional G collapsed onto one image for all labels "
-                       "early in training" if conditional else ""))
-    g.add_argument("--num-samples", type=cli.positive_int, default=10000, help="samples written to samples.npy at the end")
-    g.add_argument("--eval-samples", type=eval_count, default=2000,
-                   help="samples the MNIST judge scores after each epoch, into metrics.csv (0: off, else at least 2)")
-    g.add_argument("--no-judge", action="store_true", help="skip the MNIST judge's metrics")
-    return p
-
-
-eval_count = cli.checked(int, lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2")
-
-
-def to_device(batch):
-    """uint8 (N, 28, 28) [and labels] on the host -> float32 (N, 1, 28, 28) in [-1, 1] [and int64 labels] on the device."""
-    x = backend.to_device(batch[0])
-    x = tensor(x.astype(backend.DEFAULT_DTYPE).reshape(x.shape[0], 1, 28, 28) * (2 / 255) - 1)
-    if len(batch) == 1:
-        return (x,)
-    return x, backend.to_device(batch[1].astype(np.int64))
-
-
-def build(args, conditional=False):
-    classes = NUM_CLASSES if conditional else None
-    if args.arch == "mlp":
-        G = MLPGenerator(args.latent_dim, args.g_hidden, (1, 28, 28), num_classes=classes,
-                         batch_norm=args.batch_norm)
-        D = MLPDiscriminator((1, 28, 28), args.d_hidden, num_classes=classes, dropout=args.dropout)
-    else:
-        G = DCGANGenerator(args.latent_dim, args.filters, num_classes=classes)
-        D = DCGANDiscriminator(args.filters, num_classes=classes)
-    return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
-                      conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
-                      num_fixed=100 if conditional else 64)
-
-
-def describe(scores):
-    """One line for a person: the judge's scores."""
-    hist = " ".join(f"{d}:{p:.1%}" for d, p in enumerate(scores["histogram"]))
-    line = (f"class entropy {scores['entropy']:.3f} nats (uniform: {np.log(NUM_CLASSES):.3f}), "
-            f"Frechet distance {scores['fd']:.2f}; histogram {hist}")
-    if "accuracy" in scores:
-        line = f"label accuracy {scores['accuracy']:.1%}; " + line
-    return line
-
-
-def judge_hook(trainer, judge, n, seed):
-    """After each epoch: score n samples (from a fixed seed) and append a row to metrics.csv."""
-    def hook(epoch, out):
-        fake = trainer.generate(n, seed=seed)
-        scores = judge.evaluate(fake["samples"], fake.get("labels"))
-        row = {"epoch": epoch + 1, "entropy": scores["entropy"], "fd": scores["fd"],
-               "accuracy": scores.get("accuracy")}
-        row.update((f"p{d}", p) for d, p in enumerate(scores["histogram"]))
-        write_epoch_row(Path(out) / "metrics.csv", row)   # one row per epoch, even when a resume redoes it
-        tqdm.write(f"epoch {epoch + 1} ({n} samples): {describe(scores)}", file=sys.stderr)
-    return hook
-
-
-def main(argv=None, conditional=False, doc=__doc__):
-    p = build_parser(conditional, doc)
-    args, given = cli.parse_args(p, argv)
-    started = time.perf_counter()
-
-    with cli.friendly_errors(DataError, CheckpointError):
-        args = cli.prepare_run(args, given, example="cgan_mnist" if conditional else "gan_mnist", run_own=RUN_OWN)
-        cli.use_backend(args.backend, args.device)
-        images, labels = load_mnist(args.data, "train", progress=not args.no_progress)
-        judge = None if args.no_judge else mnist_judge.get_judge(args.data, progress=not args.no_progress)
-        backend.seed(args.seed)
-        trainer = build(args, conditional)
-        config = cli.loop_config(args, batch_size=args.k * args.batch_size, num_samples=args.num_samples,
-                                 extra=dict(vars(args), conditional=conditional))
-        hooks = [grid_hook(trainer, scale=2, nrow=trainer.fixed_nrow)]
-        if judge is not None and args.eval_samples:
-            hooks.append(judge_hook(trainer, judge, args.eval_samples, seed=args.seed + 1000))
-        data = (images, labels) if conditional else (images,)
-        out = fit(trainer, data, config, to_device, epoch_hooks=hooks)
-        minutes = (time.perf_counter() - started) / 60
-
-        if judge is not None:
-            samples = np.load(out / "samples.npy")
-            sample_labels = np.load(out / "labels.npy") if conditional else None
-            scores = judge.evaluate(samples, sample_labels)
-            print(f"{len(samples)} samples: {describe(scores)}")
-            if conditional:
-                print("label accuracy per digit: "
-                      + ", ".join(f"{d}: {a:.1%}" for d, a in enumerate(scores["per_class_accuracy"])))
-            summary = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in scores.items()}
-            summary.update(num_samples=len(samples), judge_test_accuracy=judge.test_accuracy,
-                           judge_version=mnist_judge.JUDGE_VERSION, minutes=minutes)
-            with atomic_write(out / "metrics.json") as fh:
-                fh.write(json.dumps(summary, indent=2).encode())
-    print(f"done in {minutes:.1f} min: {out}", file=sys.stderr)
+def main(argv=None):
+    mnist_gan.main(argv, conditional=False, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -308,11 +308,11 @@ def test_mnist_examples_write_the_common_files(tmp_path, module, conditional, ar
 @pytest.mark.parametrize("module", ["gan_mnist", "cgan_mnist"])
 def test_mnist_examples_score_their_samples_with_the_judge(tmp_path, monkeypatch, module):
     """The judge's per-epoch metrics.csv and final metrics.json, with tiny data and an untrained judge."""
-    import gan_mnist
     from tinygan.eval import mnist_judge
+    from tinygan.tools import mnist_gan
     example = __import__(module)
     images, labels = tiny_image_data(64)
-    monkeypatch.setattr(gan_mnist, "load_mnist", lambda data, split, progress=True: (images, labels))
+    monkeypatch.setattr(mnist_gan, "load_mnist", lambda data, split, progress=True: (images, labels))
     monkeypatch.setattr(mnist_judge, "get_judge", lambda data, progress=True:
                         mnist_judge.MNISTJudge(mnist_judge.JudgeNet(), 0.99).set_reference(images))
     out = tmp_path / module

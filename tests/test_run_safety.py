@@ -26,7 +26,7 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 sys.path.insert(0, str(REPO / "examples"))
 
 import began_faces  # noqa: E402
-import gan_mnist  # noqa: E402
+from tinygan.tools import mnist_gan  # noqa: E402
 import gan_toy2d  # noqa: E402
 
 TINY = ["--size", "32", "--filters", "4", "--hidden", "8", "--crop", "32", "--batch-size", "4",
@@ -169,7 +169,7 @@ def no_work(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("work started before the flags were checked")
     monkeypatch.setattr(began_faces, "load_faces", refuse)
-    monkeypatch.setattr(gan_mnist, "load_mnist", refuse)
+    monkeypatch.setattr(mnist_gan, "load_mnist", refuse)
     monkeypatch.setattr(gan_toy2d, "sample_mixture", refuse)
 
 
