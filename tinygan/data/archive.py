@@ -51,16 +51,24 @@ def safe_extract(archive: Union[str, os.PathLike], dest: Union[str, os.PathLike]
     nothing half-written behind. File permissions are reduced to 0644/0755 and
     owners are not copied.
 
-    Args:
-        archive: path of the .tar/.tar.gz/.tgz/.tar.bz2/.tar.xz/.zip file.
-        dest: folder to create. It must not exist, or be an empty folder.
+    Parameters
+    ----------
+    archive : str or os.PathLike
+        Path of the .tar/.tar.gz/.tgz/.tar.bz2/.tar.xz/.zip file.
+    dest : str or os.PathLike
+        Folder to create. It must not exist, or be an empty folder.
 
-    Returns:
-        ``dest`` as a :class:`~pathlib.Path`.
+    Returns
+    -------
+    pathlib.Path
+        ``dest``.
 
-    Raises:
-        DataError: unsafe member, corrupt archive, or not an archive at all.
-        FileExistsError: ``dest`` exists and is not an empty folder.
+    Raises
+    ------
+    DataError
+        Unsafe member, corrupt archive, or not an archive at all.
+    FileExistsError
+        ``dest`` exists and is not an empty folder.
     """
     archive = Path(archive)
     dest = Path(dest)

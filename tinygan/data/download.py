@@ -88,15 +88,20 @@ def sha256sum(path: Union[str, os.PathLike]) -> str:
 class Source:
     """One place a file can be downloaded from.
 
-    Attributes:
-        url: the address.
-        checksum: the publisher's checksum, ``"md5:<32 hex>"`` or
-            ``"sha256:<64 hex>"`` (a bare hex string is read by its length);
-            ``None`` accepts any bytes (avoid when a checksum is published).
-        what: a few words naming the source in messages, e.g. ``"LFW
-            deep-funneled, original site"``; default the URL's host.
-        filename: the file's name in the download folder (:func:`fetch`);
-            default the last part of the URL's path.
+    Attributes
+    ----------
+    url : str
+        The address.
+    checksum : str or None
+        The publisher's checksum, ``"md5:<32 hex>"`` or ``"sha256:<64 hex>"``
+        (a bare hex string is read by its length); ``None`` accepts any bytes
+        (avoid when a checksum is published).
+    what : str
+        A few words naming the source in messages, e.g. ``"LFW deep-funneled,
+        original site"``; default the URL's host.
+    filename : str or None
+        The file's name in the download folder (:func:`fetch`); default the last
+        part of the URL's path.
     """
 
     url: str
@@ -170,22 +175,31 @@ def download(
 ) -> Path:
     """Download one file to ``dest``, trying each mirror in turn, and verify it.
 
-    Args:
-        urls: one URL or :class:`Source`, or a list of them tried in order.
-        dest: where the verified file ends up. Its folder is created.
-        md5, sha256: expected checksum (hex) of plain-URL mirrors; a
-            :class:`Source` without a checksum gets it too. ``None``: no check.
-        desc: name shown on the progress bar and in errors (default: the
-            file name of ``dest``).
-        timeout: seconds to wait for a connection or for the next bytes.
-        progress: show a tqdm progress bar.
-        hint: the end of the all-sources-failed message: how to get the data
-            by hand.
-        log: where the one-line notes go (a mirror failed, trying the next;
-            waiting for another process's download); default stderr.
+    Parameters
+    ----------
+    urls : str, Source, or an iterable of them
+        One URL or :class:`Source`, or a list of them tried in order.
+    dest : str or os.PathLike
+        Where the verified file ends up. Its folder is created.
+    md5, sha256 : str, optional
+        Expected checksum (hex) of plain-URL mirrors; a :class:`Source`
+        without a checksum gets it too. ``None``: no check.
+    desc : str, optional
+        Name shown on the progress bar and in errors (default: ``dest``'s name).
+    timeout : float
+        Seconds to wait for a connection or for the next bytes.
+    progress : bool
+        Show a tqdm progress bar.
+    hint : str
+        The end of the all-sources-failed message: how to get the data by hand.
+    log : callable, optional
+        Where the one-line notes go (a mirror failed, trying the next; waiting for
+        another process's download); default stderr.
 
-    Returns:
-        ``dest`` as a :class:`~pathlib.Path`. See :func:`fetch` for the rules.
+    Returns
+    -------
+    pathlib.Path
+        ``dest``. See :func:`fetch` for the rules.
     """
     if md5 and sha256:
         raise ValueError("download(): give md5 or sha256, not both")
@@ -229,14 +243,17 @@ def fetch(
     source failed and the next is tried; waiting for another process) go to
     ``log``, default stderr.
 
-    Returns:
-        :class:`Fetched` ``(path, source, downloaded)``.
+    Returns
+    -------
+    Fetched
+        ``(path, source, downloaded)``.
 
-    Raises:
-        DownloadError: every source failed: one line naming each source and
-            why, that the network itself may be fine, and ``hint``. A broken
-            connection keeps its ``.part`` (resumed next time); a wrong
-            checksum deletes it.
+    Raises
+    ------
+    DownloadError
+        Every source failed: one line naming each source and why, that the
+        network itself may be fine, and ``hint``. A broken connection keeps
+        its ``.part`` (resumed next time); a wrong checksum deletes it.
     """
     sources = list(sources)
     if not sources:

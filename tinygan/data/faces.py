@@ -92,73 +92,83 @@ def load_faces(
     On LFW deep-funneled this keeps exactly 13,194 of 13,233 images (the count
     the BEGAN write-up trained on).
 
-    Why ``crop=128`` by default: LFW's deep-funneled frames are 250x250 with
-    the face roughly in the central 100-150 px. Looking at 64x64 results of
-    crops of 100, 128, 150 and 180 px: 100 cuts off chins and foreheads; 128
-    shows the whole face filling the frame, with a little hair, ears and
-    background; 150 adds neck and shoulders so the face is about half the
-    frame; from 180 on, the black margins left by the alignment warp show in
-    the corners. (Share of crops with a near-black 4x4 corner, over 1,500
-    random images: 4.0% at 100, 4.5% at 128, 5.7% at 150 - dark backgrounds
-    - then 11.7% at 180 and 23.5% at 200 as warp margins come in.) 128 -> 64
-    is also an exact 2x reduction, which keeps the resampling crisp. For other
-    data sets pass the crop that suits them, or ``crop=None``.
+    The default ``crop=128`` frames the whole face of LFW's 250x250
+    deep-funneled photos, before the alignment warp's black margins reach the
+    corners, and halves exactly to 64; the study behind it is in
+    docs/data-notes.md. For other data sets pass the crop that suits them, or
+    ``crop=None``.
 
     Caching: the result is saved as ``.npy`` (with a ``.json`` of the stats)
     in ``cache_dir``, under a key made of the folder's resolved path, every
     file's relative path, size and mtime, ``size``, ``crop`` and the Pillow
-    version, so any change decodes again. Measured on LFW with 2 cores: about
-    8 s to decode (2 worker processes; ~11 s with one), 0.6 s from the cache.
+    version, so any change decodes again. On LFW with 2 cores decoding takes
+    about 8 s and reading the cache 0.6 s (docs/data-notes.md).
     Colour JPEGs are not decoded in Pillow's reduced-size draft mode: the
     grayscale test must see the full-resolution pixels (draft is used only
     for single-channel JPEGs, which are grayscale whatever their pixels).
-
-    Args:
-        source: a folder searched recursively for .jpg/.jpeg/.png/.bmp/.webp
-            files (hidden files and ``__MACOSX`` folders skipped; files read in
-            sorted order of their relative paths, so the order is the same on
-            every machine); or a .tgz/.tar.gz/.tar/.zip archive, extracted
-            safely into the cache once; or ``None`` for LFW, downloaded into
-            the cache from the first of :data:`LFW_SOURCES` that works (LFW
-            deep-funneled, 111 MB, md5 checked; else LFW funneled from
-            figshare, sha256 checked, with a note) and extracted.
-        size: side of the returned images in pixels.
-        crop: side of the centred square cut from each original, in pixels of
-            the original, or ``None`` for the largest centred square. An image
-            smaller than ``crop`` uses its largest centred square (counted in
-            the stats, with a warning).
-        cache_dir: where archives are extracted and arrays cached; default
-            ``default_cache_dir() / "faces"``.
-        download: with ``source=None``, allow downloading LFW. ``False``
-            raises if it is not in the cache yet.
-        progress: show tqdm progress bars.
-        return_stats: also return a :class:`FaceStats`.
-        workers: decoding processes; default ``min(2, cpu_count)``; 1 decodes
-            in this process. Folders under 256 files are always decoded here,
-            where a pool would cost more to start than it saves.
-        warn: emit the notes as warnings. ``False`` leaves them only in
-            ``FaceStats.notes``, for a caller that prints them itself.
-
-    Returns:
-        ``uint8`` array ``(N, 3, size, size)``, or ``(array, FaceStats)``.
-
-    Warns:
-        DataWarning: (a UserWarning, shown as one line without a source line)
-            one when files were skipped as unreadable (``"skipped 3 unreadable
-            files under ..., e.g. a/b.jpg: reason"``), one when images were
-            too small, one when images were smaller than ``crop``, and one when
-            LFW came from the funneled fallback. The same lines are in
-            ``FaceStats.notes``.
-
     Several processes may load the same source at once: one extracts and
     decodes, the others wait for it (saying so in one line) and read its cache.
 
-    Raises:
-        DataError: the source does not exist or is neither a folder nor an
-            archive, holds no image files, or no usable colour image; the
-            cache cannot be written (the message names the path and suggests
-            ``TINYGAN_CACHE``); DownloadError when no LFW source works.
-        ValueError: ``size`` or ``crop`` is not a positive integer.
+    Parameters
+    ----------
+    source : str, os.PathLike or None
+        A folder searched recursively for .jpg/.jpeg/.png/.bmp/.webp files
+        (hidden files and ``__MACOSX`` folders skipped; files read in sorted
+        order of their relative paths, so the order is the same on every
+        machine); or a .tgz/.tar.gz/.tar/.zip archive, extracted safely into
+        the cache once; or ``None`` for LFW, downloaded into the cache from
+        the first of :data:`LFW_SOURCES` that works (LFW deep-funneled,
+        111 MB, md5 checked; else LFW funneled from figshare, sha256 checked,
+        with a note) and extracted.
+    size : int
+        Side of the returned images in pixels.
+    crop : int or None
+        Side of the centred square cut from each original, in pixels of the
+        original, or ``None`` for the largest centred square. An image smaller
+        than ``crop`` uses its largest centred square (counted in the stats,
+        with a warning).
+    cache_dir : str, os.PathLike or None
+        Where archives are extracted and arrays cached; default
+        ``default_cache_dir() / "faces"``.
+    download : bool
+        With ``source=None``, allow downloading LFW. ``False`` raises if it is
+        not in the cache yet.
+    progress : bool
+        Show tqdm progress bars.
+    return_stats : bool
+        Also return a :class:`FaceStats`.
+    workers : int, optional
+        Decoding processes; default ``min(2, cpu_count)``; 1 decodes in this
+        process. Folders under 256 files are always decoded here, where a pool
+        would cost more to start than it saves.
+    warn : bool
+        Emit the notes as warnings. ``False`` leaves them only in
+        ``FaceStats.notes``, for a caller that prints them itself.
+
+    Returns
+    -------
+    numpy.ndarray or (numpy.ndarray, FaceStats)
+        ``uint8`` array ``(N, 3, size, size)``, or ``(array, FaceStats)``.
+
+    Warns
+    -----
+    DataWarning
+        (A UserWarning, shown as one line without a source line.) One when
+        files were skipped as unreadable (``"skipped 3 unreadable files under
+        ..., e.g. a/b.jpg: reason"``), one when images were too small, one
+        when images were smaller than ``crop``, and one when LFW came from the
+        funneled fallback. The same lines are in ``FaceStats.notes``.
+
+    Raises
+    ------
+    DataError
+        The source does not exist or is neither a folder nor an archive, holds
+        no image files, or no usable colour image; the cache cannot be written
+        (the message names the path and suggests ``TINYGAN_CACHE``).
+    DownloadError
+        No LFW source works (a subclass of DataError).
+    ValueError
+        ``size`` or ``crop`` is not a positive integer.
     """
     start = time.perf_counter()
     _check_positive_int("size", size)

@@ -58,29 +58,44 @@ def min_side(size: int) -> int:
 class FaceStats:
     """What :func:`~tinygan.data.load_faces` found, kept and left out.
 
-    Attributes:
-        found: image files found (by extension) in the source.
-        grayscale_excluded: images left out because R == G == B at every
-            pixel of the decoded original, or the file has a single channel.
-        unreadable: files that could not be decoded (corrupt, truncated).
-        kept: colour images returned;
-            ``found - grayscale_excluded - unreadable - too_small``.
-        smaller_than_crop: kept images smaller than ``crop``, for which the
-            largest centred square was used instead.
-        unreadable_examples: up to five ``"relative/path: reason"`` strings.
-        folder: the folder the images were read from (an extracted archive
-            lives in the cache).
-        cache_file: the ``.npy`` holding the returned array.
-        from_cache: whether this call read the cache instead of decoding.
-        seconds: wall time of this call.
-        too_small: colour images left out because their shorter side is under
-            :func:`min_side` ``(size)`` pixels.
-        too_small_examples: up to five ``"relative/path: WxH"`` strings.
-        source: what the images came from, in words: the folder or archive
-            given, or the LFW source used and its address.
-        notes: one-line notes for the user (files left out, images smaller
-            than the crop, a fallback source in use), the same text as the
-            :class:`~tinygan.data.DataWarning` warnings.
+    Attributes
+    ----------
+    found : int
+        Image files found (by extension) in the source.
+    grayscale_excluded : int
+        Images left out because R == G == B at every pixel of the decoded
+        original, or the file has a single channel.
+    unreadable : int
+        Files that could not be decoded (corrupt, truncated).
+    kept : int
+        Colour images returned;
+        ``found - grayscale_excluded - unreadable - too_small``.
+    smaller_than_crop : int
+        Kept images smaller than ``crop``, for which the largest centred
+        square was used instead.
+    unreadable_examples : list of str
+        Up to five ``"relative/path: reason"`` strings.
+    folder : str or None
+        The folder the images were read from (an extracted archive lives in
+        the cache).
+    cache_file : str or None
+        The ``.npy`` holding the returned array.
+    from_cache : bool
+        Whether this call read the cache instead of decoding.
+    seconds : float
+        Wall time of this call.
+    too_small : int
+        Colour images left out because their shorter side is under
+        :func:`min_side` ``(size)`` pixels.
+    too_small_examples : list of str
+        Up to five ``"relative/path: WxH"`` strings.
+    source : str or None
+        What the images came from, in words: the folder or archive given, or
+        the LFW source used and its address.
+    notes : list of str
+        One-line notes for the user (files left out, images smaller than the
+        crop, a fallback source in use), the same text as the
+        :class:`~tinygan.data.DataWarning` warnings.
     """
 
     found: int

@@ -84,20 +84,26 @@ def read_idx(path: Union[str, os.PathLike], expected_magic: Optional[int] = None
     a decompressed file that kept its ``.gz`` suffix (some browsers do that)
     still reads.
 
-    Args:
-        path: the file.
-        expected_magic: if given, the magic number the file must have, e.g.
-            :data:`IDX_IMAGES_MAGIC` (2051) or :data:`IDX_LABELS_MAGIC` (2049).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    expected_magic : int, optional
+        If given, the magic number the file must have, e.g.
+        :data:`IDX_IMAGES_MAGIC` (2051) or :data:`IDX_LABELS_MAGIC` (2049).
 
-    Returns:
+    Returns
+    -------
+    numpy.ndarray
         An array of the shape stored in the header, in native byte order
         (``uint8`` for MNIST), writable and owning its memory.
 
-    Raises:
-        DataError: bad gzip stream, wrong or unknown magic number, or a payload
-            whose length does not match the header's dimensions (a truncated
-            download). The message names the file, what it expected and what
-            it got.
+    Raises
+    ------
+    DataError
+        Bad gzip stream, wrong or unknown magic number, or a payload whose
+        length does not match the header's dimensions (a truncated download).
+        The message names the file, what it expected and what it got.
     """
     path = Path(path)
     try:
@@ -159,31 +165,43 @@ def load_mnist(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Load the MNIST digits (LeCun, Cortes, Burges) from the original IDX files.
 
-    Args:
-        root: a folder holding ``train-images-idx3-ubyte``,
-            ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
-            ``t10k-labels-idx1-ubyte``, each gzipped (``.gz``) or not. Nothing
-            is downloaded into a folder you name. ``None`` uses
-            ``default_cache_dir() / "mnist"`` and downloads what is missing.
-        split: ``"train"`` (60,000 digits) or ``"test"`` (10,000).
-        download: with ``root=None``, fetch missing files from public mirrors
-            and check the original md5s. ``False`` never touches the network.
-        progress: show a progress bar while downloading.
-
-    Returns:
-        ``(images, labels)``: ``uint8`` arrays of shapes ``(N, 28, 28)`` (0 is
-        background, 255 ink) and ``(N,)`` (digits 0-9).
-
     Each file is downloaded from the first of :data:`MNIST_MIRRORS` that
     serves it with its published md5; a mirror that fails (unreachable, HTTP
     error, wrong md5) is skipped for the next.
 
-    Raises:
-        DataError: a file is missing, corrupt, holds labels outside 0..9, or
-            the image and label counts disagree. DownloadError (a DataError)
-            when no mirror delivers a file: one line naming each mirror and
-            why it failed, and how to get the files by hand (``--data``).
-        ValueError: unknown ``split``.
+    Parameters
+    ----------
+    root : str, os.PathLike or None
+        A folder holding ``train-images-idx3-ubyte``,
+        ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+        ``t10k-labels-idx1-ubyte``, each gzipped (``.gz``) or not. Nothing is
+        downloaded into a folder you name. ``None`` uses
+        ``default_cache_dir() / "mnist"`` and downloads what is missing.
+    split : str
+        ``"train"`` (60,000 digits) or ``"test"`` (10,000).
+    download : bool
+        With ``root=None``, fetch missing files from public mirrors and check
+        the original md5s. ``False`` never touches the network.
+    progress : bool
+        Show a progress bar while downloading.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``uint8``, shape ``(N, 28, 28)``; 0 is background, 255 ink.
+    labels : numpy.ndarray
+        ``uint8``, shape ``(N,)``; digits 0-9.
+
+    Raises
+    ------
+    DataError
+        A file is missing, corrupt, holds labels outside 0..9, or the image
+        and label counts disagree.
+    DownloadError
+        A DataError: no mirror delivers a file. One line names each mirror
+        and why it failed, and how to get the files by hand (``--data``).
+    ValueError
+        Unknown ``split``.
     """
     if split not in _SPLITS:
         raise ValueError(f"unknown MNIST split {split!r}; expected one of {sorted(_SPLITS)}")

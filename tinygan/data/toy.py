@@ -26,9 +26,12 @@ __all__ = ["Mixture", "MIXTURES", "sample_mixture"]
 class Mixture:
     """An equal-weight mixture of isotropic 2D Gaussians.
 
-    Attributes:
-        means: ``(K, 2)`` float64 array of component centres (read-only).
-        sigma: standard deviation shared by every component and both axes.
+    Attributes
+    ----------
+    means : numpy.ndarray
+        ``(K, 2)`` float64 array of component centres (read-only).
+    sigma : float
+        Standard deviation shared by every component and both axes.
     """
 
     means: np.ndarray
@@ -76,21 +79,33 @@ def sample_mixture(
     Each point picks a component uniformly at random, then adds Gaussian
     noise: ``x = means[c] + sigma * N(0, I)``.
 
-    Args:
-        name: ``"ring"`` or ``"grid"`` (the keys of :data:`MIXTURES`).
-        n: number of samples (>= 0).
-        rng: a ``numpy.random.Generator``, e.g. ``np.random.default_rng(0)``;
-            the same seed gives the same samples.
-        return_components: also return the index of each point's component.
+    Parameters
+    ----------
+    name : str
+        ``"ring"`` or ``"grid"`` (the keys of :data:`MIXTURES`).
+    n : int
+        Number of samples (>= 0).
+    rng : numpy.random.Generator
+        E.g. ``np.random.default_rng(0)``; the same seed gives the same
+        samples.
+    return_components : bool
+        Also return the index of each point's component.
 
-    Returns:
-        ``float32`` array ``(n, 2)``; with ``return_components``, also an
-        ``int64`` array ``(n,)`` of component indices.
+    Returns
+    -------
+    points : numpy.ndarray
+        ``float32`` array ``(n, 2)``.
+    components : numpy.ndarray
+        Only with ``return_components``: ``int64`` array ``(n,)`` of
+        component indices.
 
-    Raises:
-        ValueError: unknown ``name`` (the message lists the valid ones) or a
-            negative ``n``.
-        TypeError: ``rng`` is not a ``numpy.random.Generator``.
+    Raises
+    ------
+    ValueError
+        Unknown ``name`` (the message lists the valid ones) or a negative
+        ``n``.
+    TypeError
+        ``rng`` is not a ``numpy.random.Generator``.
     """
     if name not in MIXTURES:
         raise ValueError(f"unknown mixture {name!r}; expected one of {sorted(MIXTURES)}")

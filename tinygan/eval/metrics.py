@@ -21,10 +21,10 @@ arrays it computes on their device (CuPy, or the strict emulation) and copies
 back only its few numbers, once. Results are Python floats, ints and NumPy
 arrays, ready to log.
 
-Metrics that need a classifier trained on MNIST (label entropy and class
-histogram of samples, Fréchet distance in the classifier's feature space,
-accuracy of a conditional GAN's labels) are added at the end of this file, in
-the section marked for them.
+The last section holds the metrics that read a classifier's outputs on MNIST
+samples (class histogram and label entropy, Fréchet distance in the
+classifier's feature space, accuracy of a conditional GAN's labels); the
+classifier itself is :mod:`tinygan.eval.mnist_judge`.
 """
 from __future__ import annotations
 
@@ -203,11 +203,10 @@ def frechet_distance(feat_a, feat_b):
 # ==========================================================================
 # Classifier-based MNIST metrics
 # ==========================================================================
-# Reserved for the metrics that judge MNIST samples with a classifier trained
-# on real digits: label entropy and class histogram (mode coverage), Fréchet
-# distance in the classifier's feature space (reuse frechet_distance above),
-# and for a conditional GAN the fraction of samples of label y classified as y.
-# They are added here by their own author; keep this section last.
+# The metrics that judge MNIST samples with a classifier trained on real
+# digits: class histogram and label entropy (mode coverage), the Fréchet
+# distance in the classifier's feature space (frechet_distance above), and for
+# a conditional GAN the fraction of samples of label y classified as y.
 
 def class_distribution(predicted, num_classes=10):
     """Fraction of samples assigned to each class: ``p_c = #{i : predicted_i = c} / N``, shape (num_classes,).
@@ -282,6 +281,8 @@ def classifier_metrics(predicted, features, real_features, labels=None, num_clas
         The same features of real digits (e.g. the test set).
     labels : int array (N,), optional
         The labels a conditional GAN was asked for.
+    num_classes : int
+        Number of classes (10 digits).
 
     Returns
     -------

@@ -1,8 +1,7 @@
 """The MNIST judge: a small convolutional classifier, trained with tinygan itself, that scores samples.
 
 There is no pretrained network to download here, so GAN samples of MNIST are
-judged by a classifier trained on the real digits (the evaluation of the
-design notes, "Evaluation without a pretrained network"):
+judged by a classifier trained on the real digits:
 
 * the class histogram of unconditional samples and its entropy (mode coverage:
   a generator that forgets a digit shows a hole in the histogram);
@@ -60,7 +59,7 @@ __all__ = ["JUDGE_VERSION", "MIN_TEST_ACCURACY", "JudgeNet", "ClassifierTrainer"
 
 #: Key of the cached weights: change it whenever the network or its training changes.
 JUDGE_VERSION = "mnist-judge-1: conv5x5-16/pool/conv5x5-32/pool/fc128/fc10, Adam 1e-3, 2 epochs"
-#: The judge is only trusted above this test accuracy (the issue's bar).
+#: The judge is only trusted above this test accuracy; below it, its scores come with a warning.
 MIN_TEST_ACCURACY = 0.985
 NUM_CLASSES = 10
 

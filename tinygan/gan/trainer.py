@@ -60,13 +60,16 @@ class GANTrainer:
     k : int
         Discriminator updates per generator update (Algorithm 1; the paper uses 1).
         Each step's batch must hold k minibatches.
-    lr, betas : Adam's settings for both networks (DCGAN's 2e-4, (0.5, 0.999) by default);
-        ``lr_d`` overrides the discriminator's learning rate.
+    lr, betas : float, (float, float)
+        Adam's settings for both networks (DCGAN's 2e-4, (0.5, 0.999) by default).
+    lr_d : float or None
+        Overrides the discriminator's learning rate.
     lr_decay_steps : int or None
         If set, both learning rates fall linearly to 0 over this many steps:
         ``lr_t = lr * max(0, 1 - t / lr_decay_steps)`` before step t (counted from 0).
         The step counter is part of the state, so a resumed run follows the same schedule.
-    conditional, num_classes : a conditional GAN; batches are then ``(x, labels)``.
+    conditional, num_classes : bool, int
+        A conditional GAN of ``num_classes`` classes; batches are then ``(x, labels)``.
     image_range : (low, high) or None
         Range of G's outputs when they are images: samples are mapped from it
         to [0, 1] (the range of saved samples and grids). None: samples are

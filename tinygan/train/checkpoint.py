@@ -138,6 +138,9 @@ def _jsonable(obj, where):
 def save_checkpoint(path, arrays, meta):
     """Write a checkpoint: named host arrays plus JSON metadata, atomically, to one ``.npz``.
 
+    The write goes through :func:`atomic_write`: an interrupted save never
+    damages an existing checkpoint at ``path``.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -158,9 +161,6 @@ def save_checkpoint(path, arrays, meta):
     ------
     CheckpointError
         If a name, an array or a meta value cannot be stored; nothing is written then.
-
-    The write goes through :func:`atomic_write`: an interrupted save never
-    damages an existing checkpoint at ``path``.
     """
     if not isinstance(arrays, Mapping):
         raise TypeError(f"arrays must be a dict of name -> numpy array, got {type(arrays).__name__}")
@@ -192,12 +192,16 @@ def save_checkpoint(path, arrays, meta):
 def load_checkpoint(path):
     """Read a checkpoint written by :func:`save_checkpoint`.
 
-    Returns ``(arrays, meta)``: a dict of name -> ``numpy.ndarray`` (without the
-    reserved ``"__meta__"`` entry) and the metadata dict decoded from JSON.
-
     The file is opened with ``np.load(path, allow_pickle=False)``: a file that
     would need pickle to load (object arrays, a ``torch.save`` file, a plain
     pickle) is refused rather than executed.
+
+    Returns
+    -------
+    arrays : dict[str, numpy.ndarray]
+        Name -> array, without the reserved ``"__meta__"`` entry.
+    meta : dict
+        The metadata dict decoded from JSON.
 
     Raises
     ------

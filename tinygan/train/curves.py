@@ -64,6 +64,9 @@ def _widen_flat_axis(ax, values):
 def plot_curves(log_path_or_columns, out_png, panels, x="step", title=None, smooth=0):
     """Plot columns of a training log as stacked panels sharing the x axis, to a PNG.
 
+    Empty cells (NaN) are skipped, so a metric logged only every N steps in a
+    per-step log still appears as a connected curve.
+
     Parameters
     ----------
     log_path_or_columns : str, os.PathLike or dict[str, array]
@@ -85,9 +88,6 @@ def plot_curves(log_path_or_columns, out_png, panels, x="step", title=None, smoo
         on top of the raw values drawn faintly in the same colour. 0 or 1 draws
         the raw values only, and so does a curve with at most ``2 * smooth``
         points (smoothing a sparse curve only adds lag).
-
-    Empty cells (NaN) are skipped, so a metric logged only every N steps in a
-    per-step log still appears as a connected curve.
 
     Raises
     ------

@@ -142,6 +142,8 @@ def save_grid(path, images, nrow=None, padding=2, value_range=(0.0, 1.0), scale=
               pad_value=1.0):
     """Write a batch of NCHW images as one PNG grid (see :func:`make_grid`).
 
+    One-channel images are saved as 8-bit grayscale PNGs, three-channel as RGB.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -154,8 +156,6 @@ def save_grid(path, images, nrow=None, padding=2, value_range=(0.0, 1.0), scale=
         Integer nearest-neighbour enlargement of the whole grid (each pixel
         becomes a ``scale x scale`` block), e.g. 4 for MNIST-sized samples.
         Integer factors keep pixels sharp and equal-sized.
-
-    One-channel images are saved as 8-bit grayscale PNGs, three-channel as RGB.
     """
     path = os.fspath(path)
     if not path.lower().endswith(".png"):

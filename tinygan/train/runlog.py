@@ -108,6 +108,12 @@ def _read_header(path):
 class CSVLog:
     """Append-only CSV log with one row per logged training step.
 
+    Each row is flushed as soon as it is written, so the file can be read and
+    plotted while training runs. A last line cut short by a crash is removed
+    (with a warning) before appending. Note that rows logged after the last
+    checkpoint of an interrupted run stay in the file; a resumed run logs those
+    steps again.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -124,13 +130,9 @@ class CSVLog:
         If ``path`` already has a header that differs from ``fieldnames``:
         appending rows of another layout would make the file unreadable.
 
-    Each row is flushed as soon as it is written, so the file can be read and
-    plotted while training runs. A last line cut short by a crash is removed
-    (with a warning) before appending. Note that rows logged after the last
-    checkpoint of an interrupted run stay in the file; a resumed run logs those
-    steps again.
-
-    Example::
+    Examples
+    --------
+    ::
 
         with CSVLog("run/log.csv") as log:
             for step in range(steps):
