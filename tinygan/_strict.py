@@ -21,7 +21,9 @@ the difference could change a result on a GPU or hide a cost there:
   (NumPy raises, so code tested only on NumPy never sees the difference);
 * ``matmul`` into a non-C-contiguous ``out=`` is done as CuPy does it, into a
   C-contiguous temporary and then a copy, and counted in
-  ``matmul_out_copies`` / ``matmul_out_copy_bytes`` so the cost is visible.
+  ``matmul_out_copies`` / ``matmul_out_copy_bytes`` so the cost is visible;
+* every device operation is counted in ``ops`` by kind, as CuPy would
+  launch kernels (``python -m tinygan.bench --ops`` prints them per step).
 
 ``module`` stands in for the array module: ``module.exp(a)`` checks the name
 and keywords against CuPy, unwraps its arguments, calls NumPy, and wraps the
@@ -33,20 +35,16 @@ and keywords (``cupy_api()`` is then ``None``).
 """
 from __future__ import annotations
 
-import functools
-import inspect
-import re
+import collections
 import types
 
 import numpy as np
 
+from ._cupy_api import CupyAPIError, _ELEMENTWISE_FUNCTIONS, _table, cupy_api  # noqa: F401  (cupy_api is re-exported)
+
 
 class HostTransferError(TypeError):
     """A device array was converted to host memory without an explicit transfer."""
-
-
-class CupyAPIError(AttributeError):
-    """Code called a function, method or keyword that NumPy has and CuPy lacks."""
 
 
 transfers = 0  # explicit device-to-host copies (StrictArray.get) since the last reset
@@ -54,126 +52,64 @@ matmul_out_copies = 0  # matmuls into a non-contiguous out=: a temporary plus a 
 matmul_out_copy_bytes = 0
 
 
+#: Device operations since the last :func:`reset_ops`, by kind, as CuPy would launch them: one kernel
+#: per array-module call, ufunc, operator, in-place operator, setitem, gather, copy and transfer; none
+#: for calls that only make a view of the same memory, nor for ``empty`` (memory from the pool). The
+#: patterns CuPy expands into extra kernels are counted apart, under names starting "matmul:".
+ops = collections.Counter()
+_VIEW_CALLS = {"reshape", "transpose", "swapaxes", "broadcast_to", "expand_dims", "squeeze", "moveaxis",
+               "as_strided", "ravel", "view", "asarray", "ascontiguousarray", "diagonal"}
+_ALLOCATIONS = {"empty", "empty_like"}
+
+
+def reset_ops():
+    """Set the device-operation counts back to zero."""
+    ops.clear()
+
+
+def _count(kind, name, result=None, source=None):
+    """Count one operation of ``kind``, unless ``name`` made a view of ``source``'s memory or only allocated."""
+    if name in _ALLOCATIONS:
+        return
+    if name in _VIEW_CALLS and isinstance(result, np.ndarray) and isinstance(source, np.ndarray) \
+            and np.may_share_memory(result, source):
+        return
+    ops[kind] += 1
+
+
+def _first_array(args):
+    for a in args:
+        if isinstance(a, np.ndarray):
+            return a
+        if isinstance(a, (list, tuple)):
+            inner = _first_array(a)
+            if inner is not None:
+                return inner
+    return None
+
+
+def _gemm_ready(m):
+    """cuBLAS takes a matrix (or a stack of them) as it is when its last two axes are C- or F-ordered."""
+    return m.ndim < 2 or m.flags.c_contiguous or m.swapaxes(-1, -2).flags.c_contiguous
+
+
+def _count_matmul_patterns(a, b, out=None):
+    """The extra kernels CuPy's matmul launches: pointer-array batched GEMM for a broadcast operand,
+    a contiguous copy of an operand cuBLAS cannot read in place, a copy out of a temporary."""
+    a, b = np.asarray(a), np.asarray(b)
+    if (a.ndim > 2 or b.ndim > 2) and a.shape[:-2] != b.shape[:-2]:
+        ops["matmul: broadcast operand (pointer-array batched GEMM)"] += 3
+    for m in (a, b):
+        if not _gemm_ready(m):
+            ops["matmul: non-contiguous operand copied"] += 1
+    if out is not None and not out.flags.c_contiguous:
+        ops["matmul: non-contiguous out= (temporary and copy)"] += 1
+
+
 def reset_transfers():
     """Set the transfer counter (and the hidden-copy counters) back to zero."""
     global transfers, matmul_out_copies, matmul_out_copy_bytes
     transfers = matmul_out_copies = matmul_out_copy_bytes = 0
-
-
-# ---- CuPy's API, read from the installed package ---------------------------------------
-
-ANY = None  # keyword table entry: the callable takes **kwargs, every keyword goes through
-
-# What introspection cannot see, each entry with its reason:
-# - CuPy's where and clip are Python functions wrapping elementwise kernels (ufuncs inside),
-#   so like ufuncs their results are freshly allocated C-contiguous arrays.
-_ELEMENTWISE_FUNCTIONS = {"where", "clip"}
-
-
-def _split_params(text):
-    """Top-level comma split of a parameter list (defaults may hold brackets and strings)."""
-    parts, depth, quote, cur = [], 0, None, []
-    for ch in text:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
-
-
-_DOC_SIGNATURE = re.compile(r"^\s*[\w.]+\((.*)\)")
-
-
-def _keywords_from_doc(doc):
-    """Keyword names of Cython's embedded signature line ``name(a, /, out=None, \\*, dtype=None)``."""
-    first = (doc or "").strip().splitlines()[:1]
-    match = _DOC_SIGNATURE.match(first[0]) if first else None
-    if match is None:
-        return ANY
-    names = set()
-    for p in _split_params(match.group(1).replace("\\*", "*")):
-        if p == "/":
-            names.clear()  # what comes before '/' cannot be passed by keyword
-            continue
-        if p.startswith("**"):
-            return ANY
-        if p.startswith("*"):
-            continue
-        name = p.split("=")[0].split(":")[0].strip().split()[-1]  # "Py_ssize_t axis1" -> axis1
-        if name != "self":
-            names.add(name)
-    return frozenset(names)
-
-
-def _keywords(f):
-    """Keyword arguments a CuPy callable accepts, or ANY."""
-    try:
-        sig = inspect.signature(f)
-    except (TypeError, ValueError):
-        return _keywords_from_doc(getattr(f, "__doc__", None))
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return ANY
-    return frozenset(n for n, p in sig.parameters.items()
-                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-
-
-class _Table:
-    """Names of one CuPy namespace (a module or ndarray) and, lazily, each callable's keywords."""
-
-    def __init__(self, namespace, label):
-        self.namespace, self.label = namespace, label
-        self.names = frozenset(n for n in dir(namespace) if not n.startswith("__"))
-        self._keywords = {}
-
-    def keywords(self, name):
-        if name not in self._keywords:
-            self._keywords[name] = _keywords(getattr(self.namespace, name))
-        return self._keywords[name]
-
-    def check(self, name, kwargs):
-        """Raise CupyAPIError if CuPy lacks ``name`` or one of ``kwargs``."""
-        if name not in self.names:
-            raise CupyAPIError(f"{self.label}{name} does not exist in cupy (NumPy has it): "
-                               "CuPy would raise AttributeError on a GPU")
-        if kwargs:
-            allowed = self.keywords(name)
-            if allowed is not ANY:
-                bad = sorted(set(kwargs) - allowed)
-                if bad:
-                    raise CupyAPIError(f"{self.label}{name}() in cupy takes no keyword "
-                                       f"{', '.join(map(repr, bad))} (it takes {', '.join(sorted(allowed)) or 'none'}): "
-                                       "CuPy would raise TypeError on a GPU")
-
-
-@functools.lru_cache(maxsize=None)
-def _table(path):
-    """The table of ``cupy.<path>`` ('' for cupy itself, 'ndarray' for the array type), or None."""
-    from . import backend  # only backend.py imports cupy
-    cupy = backend._cupy_package()
-    if cupy is None:
-        return None
-    ns = cupy
-    for part in filter(None, path.split(".")):
-        ns = getattr(ns, part, None)
-        if ns is None:
-            return None
-    label = "cupy.ndarray." if path == "ndarray" else f"cupy.{path + '.' if path else ''}"
-    return _Table(ns, label)
-
-
-def cupy_api():
-    """The table of the installed cupy package's module namespace, or None without cupy."""
-    return _table("")
 
 
 # ---- wrapping ------------------------------------------------------------------------
@@ -268,6 +204,7 @@ def _take(a, indices, axis=None, out=None):
 def _matmul(a, b, out=None, **kwargs):
     """CuPy writes a product into a non-contiguous out= through a C-contiguous temporary."""
     global matmul_out_copies, matmul_out_copy_bytes
+    _count_matmul_patterns(a, b, out)
     if out is None or out.flags.c_contiguous:
         return np.matmul(a, b, out=out, **kwargs)
     product = np.matmul(a, b, **kwargs)
@@ -294,6 +231,7 @@ class StrictArray:
     def get(self):
         global transfers
         transfers += 1
+        ops["transfer to host"] += 1
         return self._a.copy()
 
     __array__ = _refuse("np.asarray()")
@@ -338,17 +276,23 @@ class StrictArray:
         def method(*a, **k):
             if table is not None:
                 table.check(name, k)
-            return _wrap(attr(*_unwrap(a), **_unwrap(k)))
+            out = attr(*_unwrap(a), **_unwrap(k))
+            _count(f"ndarray.{name}", name, out, self._a)
+            return _wrap(out)
         return method
 
     def __getitem__(self, key):
         key = _unwrap(key)
         _check_key(self._a.shape, key)
-        return _wrap(self._a[key])
+        out = self._a[key]
+        if isinstance(out, np.ndarray) and not np.may_share_memory(out, self._a):
+            ops["getitem (gather)"] += 1  # basic indexing is a view; integer arrays gather
+        return _wrap(out)
 
     def __setitem__(self, key, value):
         key = _unwrap(key)
         _check_key(self._a.shape, key)
+        ops["setitem"] += 1
         self._a[key] = _unwrap(value)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -359,6 +303,7 @@ class StrictArray:
             if method != "__call__" and not hasattr(getattr(table.namespace, ufunc.__name__), method):
                 raise CupyAPIError(f"cupy.{ufunc.__name__}.{method} does not exist in cupy")
         out = getattr(ufunc, method)(*_unwrap(inputs), **_unwrap(kwargs))
+        ops[ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"] += 1
         return _wrap(_contiguous(out) if "out" not in kwargs else out)
 
     def __array_function__(self, func, types, args, kwargs):
@@ -378,13 +323,21 @@ class StrictArray:
 
 
 def _operator(name):
+    kind = f"operator {name.strip('_')}"
+
     def op(self, *args):
+        ops[kind] += 1
+        if name in ("__matmul__", "__rmatmul__"):
+            _count_matmul_patterns(*((self._a, _unwrap(args[0])) if name == "__matmul__" else (_unwrap(args[0]), self._a)))
         return _wrap(_contiguous(getattr(self._a, name)(*_unwrap(args))))
     return op
 
 
 def _inplace(name):
+    kind = f"in-place {name.strip('_')}"
+
     def op(self, other):
+        ops[kind] += 1
         getattr(self._a, name)(_unwrap(other))
         return self
     return op
@@ -423,10 +376,17 @@ class _Module(types.ModuleType):
         impl = _SPECIAL.get(name, attr) if not self._path else attr
         elementwise = isinstance(attr, np.ufunc) or (not self._path and name in _ELEMENTWISE_FUNCTIONS)
 
+        kind = f"{self._path}.{name}" if self._path else name
+
         def call(*a, **k):
             if table is not None:
                 table.check(name, k)
-            out = impl(*_unwrap(a), **_unwrap(k))
+            args = _unwrap(a)
+            out = impl(*args, **_unwrap(k))
+            if name in ("asarray", "array", "ascontiguousarray") and a and not isinstance(a[0], StrictArray):
+                ops["transfer to device"] += 1  # host data (an array, a list, a number) copied to the GPU
+            else:
+                _count(kind, name, out, _first_array(args))
             return _wrap(_contiguous(out) if elementwise and "out" not in k else out)
         call.__name__ = name
         return call

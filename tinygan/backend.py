@@ -113,6 +113,20 @@ def device():
     return _device
 
 
+@contextlib.contextmanager
+def using(name):
+    """Within the block, new arrays are made on backend ``name``; the backend in use before comes back after."""
+    global _name, _xp, _device
+    saved = _name, _xp, _device
+    use(name)
+    try:
+        yield _xp
+    finally:
+        _name, _xp, _device = saved
+        if _device is not None:
+            _xp.cuda.Device(_device).use()
+
+
 def cache_key(xp):
     """Key of a cache of arrays made by ``xp``: its module and, for CuPy, the current GPU.
 

@@ -3,6 +3,7 @@
     python -m tinygan.bench                       # every configuration, NumPy backend
     python -m tinygan.bench --threads 1 --json    # one BLAS thread, JSON lines too
     python -m tinygan.bench --backend cupy --only began64_n64
+    python -m tinygan.bench --ops --only began64_n64    # device operations per step, by kind
 
 What one run measures:
 
@@ -17,7 +18,13 @@ What one run measures:
   the step, which also holds the parameters and optimizer state); and a breakdown
   of the step's time into GEMM, im2col/col2im with the Winograd transforms
   (the "im2col" part), optimizer and the rest (elementwise ops and Python
-  overhead).
+  overhead);
+* the device operations of one step (``device_ops``; by kind with ``--ops``):
+  every array call, operator, in-place operator, setitem, gather, copy and
+  transfer counted as CuPy would launch a kernel for it, plus the extra
+  kernels of the matmul patterns CuPy expands (a broadcast operand, an
+  operand cuBLAS cannot read in place, a non-contiguous ``out=``). On a GPU
+  each costs about 10 microseconds of host time, whatever its size.
 
 FLOPs are those of direct convolution, counted from the layer shapes of the
 products the step actually needs: 2 x multiply-adds for every forward conv,
@@ -196,6 +203,23 @@ def time_parts():
         optim.Optimizer.step = original
 
 
+def device_ops(config):
+    """One training step's device operations by kind, as CuPy would launch them (the strict backend counts).
+
+    The count depends on the layers, not on their width or the batch, so it is taken with n = 8 and
+    a batch of 2 at the configuration's image size; the second step is counted (the first one also
+    allocates the optimisers' state).
+    """
+    from tinygan import _strict, backend
+    small = dict(config, batch=2, n=8 if config["n"] else None)
+    with backend.using("strict"):
+        trainer, batch = build(small)
+        trainer.step(batch)
+        _strict.reset_ops()
+        trainer.step(batch)
+        return dict(_strict.ops)
+
+
 def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
     """One configuration's row. ``probe_ref``: the best GFLOP/s of the PROBE_SIZE product on a quiet
     machine (measured here first when not given), against which this configuration's probe is judged."""
@@ -236,28 +260,41 @@ def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
         tracemalloc.stop()
     s_med = statistics.median(times)
     gflop = flops[0] / 1e9
+    ops = device_ops(config)
     breakdown = {k: v / total for k, v in parts.items()}
     breakdown["other"] = max(0.0, 1 - sum(breakdown.values()))
     return dict(config=name, image_size=config["image_size"], n=config["n"], batch=config["batch"],
                 s_med=s_med, s_min=min(times), s_max=max(times), img_per_s=config["batch"] / s_med,
                 gflop_step=gflop, gflops=gflop / s_med, peak_fraction=gflop / s_med / peak,
                 peak_mem_mb=peak_mem, contended=contended(probe, probe_ref), probe_gflops=probe,
-                probe_ref_gflops=probe_ref,
-                breakdown=breakdown)
+                probe_ref_gflops=probe_ref, breakdown=breakdown, device_ops=sum(ops.values()), device_ops_by_kind=ops)
 
 
 def _table(rows, peak, threads, backend_name):
     head = (f"GEMM peak {peak:.1f} GFLOP/s (float32, 2048^3, backend {backend_name}, "
             f"BLAS threads {threads or 'default'})")
-    cols = f"{'config':<14}{'s/step med':>11}{'min':>8}{'max':>8}{'img/s':>8}{'GFLOP':>8}{'GFLOP/s':>9}{'of peak':>8}{'mem MB':>8}  time: gemm / im2col+wino / optim / other"
+    cols = f"{'config':<14}{'s/step med':>11}{'min':>8}{'max':>8}{'img/s':>8}{'GFLOP':>8}{'GFLOP/s':>9}{'of peak':>8}{'mem MB':>8}{'dev ops':>8}  time: gemm / im2col+wino / optim / other"
     lines = [head, cols, "-" * len(cols)]
     for r in rows:
         b = r["breakdown"]
         mem = f"{r['peak_mem_mb']:.0f}" if r["peak_mem_mb"] is not None else "n/a"
         flag = "  CONTENDED" if r["contended"] else ""
         lines.append(f"{r['config']:<14}{r['s_med']:>11.3f}{r['s_min']:>8.3f}{r['s_max']:>8.3f}{r['img_per_s']:>8.1f}"
-                     f"{r['gflop_step']:>8.2f}{r['gflops']:>9.1f}{r['peak_fraction']:>8.0%}{mem:>8}  "
+                     f"{r['gflop_step']:>8.2f}{r['gflops']:>9.1f}{r['peak_fraction']:>8.0%}{mem:>8}{r['device_ops']:>8}  "
                      f"{b['gemm']:.0%} / {b['im2col']:.0%} / {b['optimizer']:.0%} / {b['other']:.0%}{flag}")
+    return "\n".join(lines)
+
+
+def _ops_table(rows, top=12):
+    """Per configuration: device operations per step, the most frequent kinds first."""
+    lines = []
+    for r in rows:
+        by_kind = sorted(r["device_ops_by_kind"].items(), key=lambda kv: -kv[1])
+        lines.append(f"\n{r['config']}: {r['device_ops']:,} device operations per training step")
+        lines += [f"  {count:>7,}  {kind}" for kind, count in by_kind[:top]]
+        rest = sum(count for _, count in by_kind[top:])
+        if rest:
+            lines.append(f"  {rest:>7,}  ({len(by_kind) - top} other kinds)")
     return "\n".join(lines)
 
 
@@ -270,6 +307,10 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--threads", type=int, default=None, help="BLAS threads (restarts the process with the setting)")
     p.add_argument("--json", action="store_true", help="also print one JSON line per configuration (first line: the GEMM peak)")
+    p.add_argument("--ops", action="store_true",
+                   help="also print each configuration's device operations per step by kind, as CuPy would launch them")
+    p.add_argument("--device", type=int, default=None, metavar="N",
+                   help="with --backend cupy: the GPU to use, counted among those CUDA_VISIBLE_DEVICES shows")
     args = p.parse_args(argv)
     if args.threads is not None:
         _restart_with_threads(args.threads)
@@ -282,7 +323,7 @@ def main(argv=None):
 
     from tinygan import backend
     try:
-        backend.use(args.backend)
+        backend.use(args.backend) if args.device is None else backend.use(args.backend, device=args.device)
     except backend.BackendError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -300,6 +341,8 @@ def main(argv=None):
         else:
             print(f"measured {name}: {row['s_med']:.3f} s/step", file=sys.stderr, flush=True)
     print(_table(rows, peak, threads, args.backend))
+    if args.ops:
+        print(_ops_table(rows))
     return 0
 
 
