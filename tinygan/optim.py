@@ -52,6 +52,7 @@ class Optimizer:
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError(f"{name}: a parameter appears more than once (in one group or in two)")
         self.state = [{} for _ in self.params]
+        self._flat = [_FlatGroup.of(g["params"]) for g in self.param_groups]
 
     def _check(self, group):
         if group["lr"] < 0:
@@ -72,14 +73,19 @@ class Optimizer:
             p.grad = None
 
     def step(self):
+        """Update every parameter that has a gradient: a whole group in one pass over its flat
+        buffers when it can (a constant number of array operations), else parameter by parameter."""
         states = iter(self.state)  # one per parameter, in the groups' order
-        for group in self.param_groups:
-            for p in group["params"]:
-                state = next(states)
+        for group, flat in zip(self.param_groups, self._flat):
+            group_states = [next(states) for _ in group["params"]]
+            if flat is not None and flat.step(self, group, group_states):
+                continue
+            for p, state in zip(group["params"], group_states):
                 if p.grad is not None:
-                    self._update(p, p.grad, state, group)
+                    self._update(p.data, p.grad, state, group)
 
-    def _update(self, p, grad, state, group):
+    def _update(self, data, grad, state, group):
+        """Update ``data`` in place from ``grad``, keeping the optimiser's arrays in ``state``."""
         raise NotImplementedError
 
     # ---- state: arrays by name, numbers as plain Python values ---------------
@@ -130,17 +136,17 @@ class Adam(Optimizer):
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"Adam: betas must be in [0, 1), got {group['betas']}")
 
-    def _update(self, p, grad, state, group):
-        xp = backend.get_array_module(p.data)
+    def _update(self, data, grad, state, group):
+        xp = backend.get_array_module(data)
         b1, b2 = group["betas"]
         if not state:
             state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(p.data)
-            state["exp_avg_sq"] = xp.zeros_like(p.data)
+            state["exp_avg"] = xp.zeros_like(data)
+            state["exp_avg_sq"] = xp.zeros_like(data)
         state["step"] += 1
         t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
         if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * p.data
+            grad = grad + group["weight_decay"] * data
         m *= b1
         m += (1 - b1) * grad
         v *= b2
@@ -149,7 +155,7 @@ class Adam(Optimizer):
         denom = xp.sqrt(v)
         denom /= (1 - b2 ** t) ** 0.5
         denom += group["eps"]
-        p.data -= step_size * (m / denom)
+        data -= step_size * (m / denom)
 
 
 class SGD(Optimizer):
@@ -160,9 +166,9 @@ class SGD(Optimizer):
 
     defaults = dict(lr=1e-2, momentum=0.0, weight_decay=0.0)
 
-    def _update(self, p, grad, state, group):
+    def _update(self, data, grad, state, group):
         if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * p.data
+            grad = grad + group["weight_decay"] * data
         if group["momentum"]:
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = grad.copy()
@@ -171,7 +177,83 @@ class SGD(Optimizer):
                 buf *= group["momentum"]
                 buf += grad
             grad = state["momentum_buffer"]
-        p.data -= group["lr"] * grad
+        data -= group["lr"] * grad
+
+
+class _FlatGroup:
+    """One parameter group kept in flat buffers: the parameters' data are views into one contiguous
+    array, their gradients (which the engine accumulates there) views into another, and the
+    optimiser's arrays flat too. An update of the whole group is then the same handful of array
+    operations as for one parameter, whatever the number of parameters (on a GPU each operation is
+    a kernel launch), and a gradient all-reduce would be one call on ``grad``.
+    """
+
+    @classmethod
+    def of(cls, params):
+        """The flat group of ``params``, or None where it cannot be (mixed dtypes or backends, or a
+        parameter already in another optimiser's buffers: that one keeps it)."""
+        if any(p._grad_into is not None for p in params) or len({p.dtype for p in params}) != 1:
+            return None
+        try:
+            xp = backend.get_array_module(*(p.data for p in params))
+        except backend.BackendError:
+            return None
+        return cls(params, xp)
+
+    def __init__(self, params, xp):
+        self.params = params
+        total = sum(p.size for p in params)
+        self.data = xp.empty((total,), dtype=params[0].dtype)
+        self.grad = xp.empty((total,), dtype=params[0].dtype)
+        self.bounds, offset = [], 0
+        for p in params:
+            view = self.data[offset:offset + p.size].reshape(p.shape)
+            view[...] = p.data
+            p.data = view  # the parameter now lives in the buffer
+            p._grad_into = self.grad[offset:offset + p.size].reshape(p.shape)
+            self.bounds.append((offset, offset + p.size))
+            offset += p.size
+        self.views = [p.data for p in params]
+        self.arrays = {}  # the optimiser's flat arrays by name ("exp_avg", ...)
+        self.handed = {}  # the per-parameter views of each, as handed to the optimiser's state
+
+    def step(self, optimizer, group, states):
+        """One update of the group through the flat arrays; False (nothing done) where it cannot be:
+        a parameter without a gradient, rebound data, or per-parameter states that disagree."""
+        if not all(p.data is v and p.grad is p._grad_into for p, v in zip(self.params, self.views)):
+            return False
+        steps = {s.get("step") for s in states}
+        names = {k for s in states for k, v in s.items() if hasattr(v, "shape")}
+        if len(steps) != 1 or not all(name in s for s in states for name in names):
+            return False
+        state = {} if steps == {None} else {"step": steps.pop()}
+        for name in names:
+            state[name] = self._flat(name, [s[name] for s in states])
+        optimizer._update(self.data, self.grad, state, group)
+        for name, flat in state.items():
+            if hasattr(flat, "shape") and self.arrays.get(name) is not flat:
+                self._adopt(name, flat, states)  # new (first step) or gathered again: hand out views
+        for s in states:
+            if "step" in state:
+                s["step"] = state["step"]
+        return True
+
+    def _flat(self, name, per_param):
+        """The flat array ``name``; gathered again from the per-parameter arrays when these are not
+        the views it handed out (after ``load_state_dict``, say)."""
+        flat = self.arrays.get(name)
+        if flat is not None and all(v is w for v, w in zip(per_param, self.handed[name])):
+            return flat
+        flat = backend.get_array_module(self.data).empty_like(self.data)
+        for (a, b), v in zip(self.bounds, per_param):
+            flat[a:b] = v.reshape(-1)
+        return flat
+
+    def _adopt(self, name, flat, states):
+        views = [flat[a:b].reshape(p.shape) for (a, b), p in zip(self.bounds, self.params)]
+        for s, v in zip(states, views):
+            s[name] = v
+        self.arrays[name], self.handed[name] = flat, views
 
 
 class ReduceLROnStall:

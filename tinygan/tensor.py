@@ -78,6 +78,7 @@ class Tensor:
         self._parents = ()
         self._backward = None
         self._freed = False  # an op output whose graph a backward() has released
+        self._grad_into = None  # a leaf's place in a flat gradient buffer (set by an optimiser), or None
 
     @classmethod
     def from_op(cls, data, inputs, backward):
@@ -180,8 +181,19 @@ class Tensor:
                                    "pass retain_graph=True to the first backward, or run a new forward")
             if node._backward is None:  # a leaf: keep its gradient
                 # an owned copy: g may be a read-only broadcast view (sum, mean), the array another
-                # leaf also got (add), or the caller's own; in-place edits of .grad must touch only it
-                node.grad = g.copy() if node.grad is None else node.grad + g
+                # leaf also got (add), or the caller's own; in-place edits of .grad must touch only it.
+                # A parameter whose optimiser keeps all gradients in one flat buffer gets its copy there.
+                into = node._grad_into
+                if node.grad is None:
+                    if into is None:
+                        node.grad = g.copy()
+                    else:
+                        into[...] = g
+                        node.grad = into
+                elif node.grad is into:
+                    into += g
+                else:
+                    node.grad = node.grad + g
                 continue
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is None or not parent.requires_grad:

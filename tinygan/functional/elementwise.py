@@ -91,19 +91,30 @@ def relu(x):
 
 
 def leaky_relu(x, negative_slope=0.01):
+    """x for x > 0, negative_slope * x otherwise. The slope is a Python number: the products stay in
+    x's dtype (an array of slopes made with where(..., 1, slope) would be float64 first)."""
     xp = _xp(x)
-    slope = xp.where(x.data > 0, 1, negative_slope).astype(x.dtype)
-    return Tensor.from_op(x.data * slope, (x,), lambda g: (g * slope,))
+    positive = x.data > 0
+    out = xp.where(positive, x.data, x.data * negative_slope)
+    return Tensor.from_op(out, (x,), lambda g: (xp.where(positive, g, g * negative_slope),))
 
 
 def elu(x, alpha=1.0):
-    """x for x > 0, alpha (e^x - 1) otherwise; expm1 keeps small |x| exact, min() keeps e^x finite."""
+    """x for x > 0, alpha (e^x - 1) otherwise; expm1 keeps small |x| exact, min() keeps e^x finite.
+
+    The backward keeps only the output: d/dx alpha (e^x - 1) = alpha e^x = out + alpha where x <= 0,
+    and for alpha > 0 the output is positive exactly where x is.
+    """
     xp = _xp(x)
+    negative = xp.expm1(xp.minimum(x.data, 0))
+    if alpha != 1:
+        negative *= alpha
+    out = xp.where(x.data > 0, x.data, negative)
+    del negative
+    if alpha > 0:
+        return Tensor.from_op(out, (x,), lambda g: (g * xp.where(out > 0, 1, out + alpha),))
     positive = x.data > 0
-    negative_part = alpha * xp.expm1(xp.minimum(x.data, 0))
-    out = xp.where(positive, x.data, negative_part)
-    # d/dx alpha (e^x - 1) = alpha e^x = negative_part + alpha: reuse the forward's array
-    return Tensor.from_op(out, (x,), lambda g: (g * xp.where(positive, 1, negative_part + alpha),))
+    return Tensor.from_op(out, (x,), lambda g: (g * xp.where(positive, 1, out + alpha),))
 
 
 def _sigmoid(xp, v):
