@@ -45,7 +45,7 @@ def blocks():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     found = []
     for i, block in enumerate(re.findall(r"```bash\n(.*?)```", text, re.S)):
-        commands = [line.split("  #")[0].strip() for line in block.splitlines()]
+        commands = [" ".join(shlex.split(line, comments=True)) for line in block.splitlines()]
         commands = [c for c in commands if c.startswith(("python examples/", "python -m tinygan"))]
         if commands:
             found.append(pytest.param(commands, id=f"block{i}-{commands[0].split()[1].split('/')[-1]}"))

@@ -106,10 +106,8 @@ def _to_tiles(x, top, left, hp, wp, xp):
     """
     n, c, h, w = x.shape
     out = _scratch(xp, "tiles", (hp, wp, n, c), x.dtype)
-    out[:top] = 0
-    out[top + h:] = 0
-    out[top:top + h, :left] = 0
-    out[top:top + h, left + w:] = 0
+    if (hp, wp) != (h, w):
+        out.fill(0)  # one pass for the border (four slabs would be four device operations)
     out[top:top + h, left:left + w] = x.transpose(2, 3, 0, 1)
     return out
 
@@ -119,20 +117,28 @@ def _winograd_input(xt, bt, th, tw, xp):
     """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array.
 
     Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2.
-    Rows first (one product per tile row over every column, image and channel),
-    then columns.
+    Each 1-D transform is one strided copy that gathers the tiles' rows (or
+    columns) with the contracted axis first, and one 2-D GEMM with the small
+    matrix: no broadcast batched product, no product into a strided view (on
+    a GPU each of those costs extra kernels). Columns first, then rows, so
+    that V comes out in the (xi, nu) order the weight transform uses.
     """
     hp, wp, n, c = xt.shape
     a = bt.shape[0]
     m = a - 2
-    item = xt.itemsize
-    rows = xp.lib.stride_tricks.as_strided(xt, (th, a, wp * n * c), (m * xt.strides[0], xt.strides[0], item))
-    half = _scratch(xp, "half", (a, th, wp, n, c), xt.dtype)
-    xp.matmul(bt, rows, out=half.reshape(a, th, wp * n * c).transpose(1, 0, 2))
-    s = half.strides
-    cols = xp.lib.stride_tricks.as_strided(half, (a, th, tw, a, n * c), (s[0], s[1], m * s[2], s[2], item))
+    nc, item = n * c, xt.itemsize
+    s0, s1 = xt.strides[:2]
+    # along the columns: half[j, y, u] = sum_l B^T[j, l] x[y, u*m + l]
+    gathered = _scratch(xp, "gather", (a, hp, tw, nc), xt.dtype)
+    gathered[...] = xp.lib.stride_tricks.as_strided(xt, (a, hp, tw, nc), (s1, s0, m * s1, item))
+    half = _scratch(xp, "half", (a, hp, tw, nc), xt.dtype)
+    xp.matmul(bt, gathered.reshape(a, -1), out=half.reshape(a, -1))
+    # along the rows: v[i, j, t, u] = sum_k B^T[i, k] half[j, t*m + k, u]
+    h0, h1, h2 = half.strides[:3]
+    gathered = _scratch(xp, "gather", (a, a, th, tw, nc), xt.dtype)
+    gathered[...] = xp.lib.stride_tricks.as_strided(half, (a, a, th, tw, nc), (h1, h0, m * h1, h2, item))
     v = _scratch(xp, "v", (a, a, th, tw, n, c), xt.dtype)
-    xp.matmul(bt, cols, out=v.reshape(a, a, th, tw, n * c).transpose(0, 2, 3, 1, 4))
+    xp.matmul(bt, gathered.reshape(a, -1), out=v.reshape(a, -1))
     return v
 
 
@@ -140,52 +146,72 @@ def _winograd_input(xt, bt, th, tw, xp):
 def _winograd_input_adjoint(dv, bt, hp, wp, xp):
     """Adjoint of _winograd_input: B dV B^T per tile, summed where tiles overlap -> (hp, wp, N, C).
 
-    Of each tile's a output columns (rows), the first m tile the image without
-    overlap and are written in place; the last a - m = 2 fall on the next
-    tile's first two and are added as two strided slices (no scatter).
+    The rows first (the forward's last transform), then the columns; each is
+    one 2-D GEMM with B, then one copy that puts each tile's first m rows (or
+    columns) in place, where they tile the image without overlap, and two
+    strided additions for the last a - m = 2, which fall on the next tile's
+    first two (no scatter).
     """
     a, _, th, tw, n, c = dv.shape
     m = a - 2
     b = bt.T
     nc = n * c
-    per_tile = dv.reshape(a, a, th, tw, nc).transpose(0, 2, 3, 1, 4)   # (a_i, th, tw, a_j, nc)
-    half = _scratch(xp, "half", (a, th, wp, nc), dv.dtype)
-    xp.matmul(b[:m], per_tile, out=half[:, :, :tw * m].reshape(a, th, tw, m, nc))
-    half[:, :, tw * m:] = 0
-    spill = xp.matmul(b[m:], per_tile, out=_scratch(xp, "spill", (a, th, tw, a - m, nc), dv.dtype))
-    for k in range(a - m):
-        half[:, :, m + k:m + k + tw * m:m] += spill[:, :, :, k]
-    rows = half.reshape(a, th, wp * nc).transpose(1, 0, 2)             # (th, a_i, wp*nc)
-    dx = xp.empty((hp, wp, n, c), dtype=dv.dtype)
-    xp.matmul(b[:m], rows, out=dx[:th * m].reshape(th, m, wp * nc))
-    dx[th * m:] = 0
-    spill = xp.matmul(b[m:], rows, out=_scratch(xp, "spill", (th, a - m, wp * nc), dv.dtype))
-    for k in range(a - m):
-        dx[m + k:m + k + th * m:m] += spill[:, k].reshape(th, wp, n, c)
+    w1 = _scratch(xp, "spill", (a, a, th, tw, nc), dv.dtype)            # w1[k, j, t, u] = sum_i B[k, i] dV[i, j, t, u]
+    xp.matmul(b, dv.reshape(a, -1), out=w1.reshape(a, -1))
+    half = _scratch(xp, "half", (a, hp, tw, nc), dv.dtype)              # half[j, t*m + k, u] gets w1[k, j, t, u]
+    half[:, :th * m].reshape(a, th, m, tw, nc)[...] = w1[:m].transpose(1, 2, 0, 3, 4)
+    half[:, th * m:] = 0
+    for k in range(m, a):
+        half[:, k:k + th * m:m] += w1[k]
+    w2 = _scratch(xp, "spill", (a, hp, tw, nc), dv.dtype)               # w2[l, y, u] = sum_j B[l, j] half[j, y, u]
+    xp.matmul(b, half.reshape(a, -1), out=w2.reshape(a, -1))
+    dx = xp.empty((hp, wp, n, c), dtype=dv.dtype)                       # dx[y, u*m + l] gets w2[l, y, u]
+    flat = dx.reshape(hp, wp, nc)
+    flat[:, :tw * m].reshape(hp, tw, m, nc)[...] = w2[:m].transpose(1, 2, 0, 3)
+    flat[:, tw * m:] = 0
+    for l in range(m, a):
+        flat[:, l:l + tw * m:m] += w2[l]
     return dx
 
 
 @profiled("transform")
 def _winograd_output(mm, at, xp):
-    """Y = A^T M A for every tile: (a, a, th, tw, N, O) -> (th*m, tw*m, N, O), a new array."""
+    """Y = A^T M A for every tile: (a, a, th, tw, N, O) -> (th*m, tw*m, N, O), a new array.
+
+    Two 2-D GEMMs with A^T, the tile axis to contract brought first by one copy
+    between them, and one copy into the (rows, columns, N, O) layout at the end.
+    """
     a, _, th, tw, n, o = mm.shape
     m = at.shape[0]
-    half = _scratch(xp, "half", (m, a, th, tw, n * o), mm.dtype)
-    xp.matmul(at, mm.reshape(a, a * th * tw * n * o), out=half.reshape(m, -1))
+    no = n * o
+    half = _scratch(xp, "half", (m, a, th, tw, no), mm.dtype)            # half[p, j] = sum_i A^T[p, i] M[i, j]
+    xp.matmul(at, mm.reshape(a, -1), out=half.reshape(m, -1))
+    gathered = _scratch(xp, "gather", (a, m, th, tw, no), mm.dtype)
+    gathered[...] = half.transpose(1, 0, 2, 3, 4)
+    z = _scratch(xp, "z", (m, m, th, tw, n, o), mm.dtype)                # z[q, p] = sum_j A^T[q, j] half[p, j]
+    xp.matmul(at, gathered.reshape(a, -1), out=z.reshape(m, -1))
     y = xp.empty((th, m, tw, m, n, o), dtype=mm.dtype)
-    xp.matmul(at, half.transpose(0, 2, 3, 1, 4), out=y.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4))
+    y[...] = z.transpose(2, 1, 3, 0, 4, 5)                               # y[t, p, u, q] = z[q, p, t, u]
     return y.reshape(th * m, tw * m, n, o)
 
 
 @profiled("transform")
 def _winograd_output_adjoint(gy, at, th, tw, xp):
-    """Adjoint of _winograd_output: dM = A dY A^T per tile, (th*m, tw*m, N, O) -> (a*a, P, O) work array."""
+    """Adjoint of _winograd_output: dM = A dY A^T per tile, (th*m, tw*m, N, O) -> (a*a, P, O) work array.
+
+    As the forward: each contraction one copy that brings its axis first, then one 2-D GEMM with A.
+    """
     _, _, n, o = gy.shape
     m, a = at.shape
-    half = _scratch(xp, "half", (m, a, th, tw, n * o), gy.dtype)
-    xp.matmul(at.T, gy.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4), out=half.transpose(0, 2, 3, 1, 4))
-    dm = _scratch(xp, "m", (a * a, th * tw * n, o), gy.dtype)
-    xp.matmul(at.T, half.reshape(m, -1), out=dm.reshape(a, -1))
+    no = n * o
+    gathered = _scratch(xp, "gather", (m, m, th, tw, no), gy.dtype)      # [q, p, t, u] = dY[t*m + p, u*m + q]
+    gathered[...] = gy.reshape(th, m, tw, m, no).transpose(3, 1, 0, 2, 4)
+    half = _scratch(xp, "half", (a, m, th, tw, no), gy.dtype)            # half[j, p] = sum_q A[j, q] dY[p, q]
+    xp.matmul(at.T, gathered.reshape(m, -1), out=half.reshape(a, -1))
+    gathered = _scratch(xp, "gather", (m, a, th, tw, no), gy.dtype)
+    gathered[...] = half.transpose(1, 0, 2, 3, 4)
+    dm = _scratch(xp, "m", (a * a, th * tw * n, o), gy.dtype)            # dM[i, j] = sum_p A[i, p] half[j, p]
+    xp.matmul(at.T, gathered.reshape(m, -1), out=dm.reshape(a, -1))
     return dm
 
 
