@@ -127,6 +127,11 @@ def using(name):
             _xp.cuda.Device(_device).use()
 
 
+def is_numpy(xp):
+    """True for NumPy itself: the host backend (the strict emulation stands in for a device)."""
+    return xp is np
+
+
 def cache_key(xp):
     """Key of a cache of arrays made by ``xp``: its module and, for CuPy, the current GPU.
 

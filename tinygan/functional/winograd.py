@@ -112,8 +112,29 @@ def _to_tiles(x, top, left, hp, wp, xp):
     return out
 
 
+def _gathered(xp):
+    """Which form the 1-D transforms take on this backend: the one place the choice is made.
+
+    On a GPU (CuPy, and the strict backend that stands in for it) every array
+    operation is a kernel launch, and CuPy runs a small matrix broadcast
+    against a stack as a pointer-array batched GEMM (three extra kernels) and
+    copies strided operands and outputs: there each transform is one strided
+    copy and one 2-D GEMM (the *_gathered forms; BEGAN 64x64: 2,835 device
+    operations per step instead of 4,947). On the CPU, NumPy's batched matmul
+    reads the strided tile views in place, and the extra copy of the gathered
+    form costs more than it saves (1 BLAS thread: BEGAN 32x32 n=32 0.63 s/step
+    batched, 0.81 gathered; 64x64 n=64 8.2 and 11.1): there the *_batched forms.
+    """
+    return not backend.is_numpy(xp)
+
+
 @profiled("transform")
 def _winograd_input(xt, bt, th, tw, xp):
+    """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array."""
+    return (_winograd_input_gathered if _gathered(xp) else _winograd_input_batched)(xt, bt, th, tw, xp)
+
+
+def _winograd_input_gathered(xt, bt, th, tw, xp):
     """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array.
 
     Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2.
@@ -142,8 +163,34 @@ def _winograd_input(xt, bt, th, tw, xp):
     return v
 
 
+def _winograd_input_batched(xt, bt, th, tw, xp):
+    """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array.
+
+    Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2.
+    Rows first (one product per tile row over every column, image and channel),
+    then columns.
+    """
+    hp, wp, n, c = xt.shape
+    a = bt.shape[0]
+    m = a - 2
+    item = xt.itemsize
+    rows = xp.lib.stride_tricks.as_strided(xt, (th, a, wp * n * c), (m * xt.strides[0], xt.strides[0], item))
+    half = _scratch(xp, "half", (a, th, wp, n, c), xt.dtype)
+    xp.matmul(bt, rows, out=half.reshape(a, th, wp * n * c).transpose(1, 0, 2))
+    s = half.strides
+    cols = xp.lib.stride_tricks.as_strided(half, (a, th, tw, a, n * c), (s[0], s[1], m * s[2], s[2], item))
+    v = _scratch(xp, "v", (a, a, th, tw, n, c), xt.dtype)
+    xp.matmul(bt, cols, out=v.reshape(a, a, th, tw, n * c).transpose(0, 2, 3, 1, 4))
+    return v
+
+
 @profiled("transform")
 def _winograd_input_adjoint(dv, bt, hp, wp, xp):
+    """Adjoint of _winograd_input: B dV B^T per tile, summed where tiles overlap -> (hp, wp, N, C)."""
+    return (_winograd_input_adjoint_gathered if _gathered(xp) else _winograd_input_adjoint_batched)(dv, bt, hp, wp, xp)
+
+
+def _winograd_input_adjoint_gathered(dv, bt, hp, wp, xp):
     """Adjoint of _winograd_input: B dV B^T per tile, summed where tiles overlap -> (hp, wp, N, C).
 
     The rows first (the forward's last transform), then the columns; each is
@@ -174,8 +221,41 @@ def _winograd_input_adjoint(dv, bt, hp, wp, xp):
     return dx
 
 
+def _winograd_input_adjoint_batched(dv, bt, hp, wp, xp):
+    """Adjoint of _winograd_input: B dV B^T per tile, summed where tiles overlap -> (hp, wp, N, C).
+
+    Of each tile's a output columns (rows), the first m tile the image without
+    overlap and are written in place; the last a - m = 2 fall on the next
+    tile's first two and are added as two strided slices (no scatter).
+    """
+    a, _, th, tw, n, c = dv.shape
+    m = a - 2
+    b = bt.T
+    nc = n * c
+    per_tile = dv.reshape(a, a, th, tw, nc).transpose(0, 2, 3, 1, 4)   # (a_i, th, tw, a_j, nc)
+    half = _scratch(xp, "half", (a, th, wp, nc), dv.dtype)
+    xp.matmul(b[:m], per_tile, out=half[:, :, :tw * m].reshape(a, th, tw, m, nc))
+    half[:, :, tw * m:] = 0
+    spill = xp.matmul(b[m:], per_tile, out=_scratch(xp, "spill", (a, th, tw, a - m, nc), dv.dtype))
+    for k in range(a - m):
+        half[:, :, m + k:m + k + tw * m:m] += spill[:, :, :, k]
+    rows = half.reshape(a, th, wp * nc).transpose(1, 0, 2)             # (th, a_i, wp*nc)
+    dx = xp.empty((hp, wp, n, c), dtype=dv.dtype)
+    xp.matmul(b[:m], rows, out=dx[:th * m].reshape(th, m, wp * nc))
+    dx[th * m:] = 0
+    spill = xp.matmul(b[m:], rows, out=_scratch(xp, "spill", (th, a - m, wp * nc), dv.dtype))
+    for k in range(a - m):
+        dx[m + k:m + k + th * m:m] += spill[:, k].reshape(th, wp, n, c)
+    return dx
+
+
 @profiled("transform")
 def _winograd_output(mm, at, xp):
+    """Y = A^T M A for every tile: (a, a, th, tw, N, O) -> (th*m, tw*m, N, O), a new array."""
+    return (_winograd_output_gathered if _gathered(xp) else _winograd_output_batched)(mm, at, xp)
+
+
+def _winograd_output_gathered(mm, at, xp):
     """Y = A^T M A for every tile: (a, a, th, tw, N, O) -> (th*m, tw*m, N, O), a new array.
 
     Two 2-D GEMMs with A^T, the tile axis to contract brought first by one copy
@@ -195,8 +275,24 @@ def _winograd_output(mm, at, xp):
     return y.reshape(th * m, tw * m, n, o)
 
 
+def _winograd_output_batched(mm, at, xp):
+    """Y = A^T M A for every tile: (a, a, th, tw, N, O) -> (th*m, tw*m, N, O), a new array."""
+    a, _, th, tw, n, o = mm.shape
+    m = at.shape[0]
+    half = _scratch(xp, "half", (m, a, th, tw, n * o), mm.dtype)
+    xp.matmul(at, mm.reshape(a, a * th * tw * n * o), out=half.reshape(m, -1))
+    y = xp.empty((th, m, tw, m, n, o), dtype=mm.dtype)
+    xp.matmul(at, half.transpose(0, 2, 3, 1, 4), out=y.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4))
+    return y.reshape(th * m, tw * m, n, o)
+
+
 @profiled("transform")
 def _winograd_output_adjoint(gy, at, th, tw, xp):
+    """Adjoint of _winograd_output: dM = A dY A^T per tile, (th*m, tw*m, N, O) -> (a*a, P, O) work array."""
+    return (_winograd_output_adjoint_gathered if _gathered(xp) else _winograd_output_adjoint_batched)(gy, at, th, tw, xp)
+
+
+def _winograd_output_adjoint_gathered(gy, at, th, tw, xp):
     """Adjoint of _winograd_output: dM = A dY A^T per tile, (th*m, tw*m, N, O) -> (a*a, P, O) work array.
 
     As the forward: each contraction one copy that brings its axis first, then one 2-D GEMM with A.
@@ -212,6 +308,17 @@ def _winograd_output_adjoint(gy, at, th, tw, xp):
     gathered[...] = half.transpose(1, 0, 2, 3, 4)
     dm = _scratch(xp, "m", (a * a, th * tw * n, o), gy.dtype)            # dM[i, j] = sum_p A[i, p] half[j, p]
     xp.matmul(at.T, gathered.reshape(m, -1), out=dm.reshape(a, -1))
+    return dm
+
+
+def _winograd_output_adjoint_batched(gy, at, th, tw, xp):
+    """Adjoint of _winograd_output: dM = A dY A^T per tile, (th*m, tw*m, N, O) -> (a*a, P, O) work array."""
+    _, _, n, o = gy.shape
+    m, a = at.shape
+    half = _scratch(xp, "half", (m, a, th, tw, n * o), gy.dtype)
+    xp.matmul(at.T, gy.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4), out=half.transpose(0, 2, 3, 1, 4))
+    dm = _scratch(xp, "m", (a * a, th * tw * n, o), gy.dtype)
+    xp.matmul(at.T, half.reshape(m, -1), out=dm.reshape(a, -1))
     return dm
 
 
