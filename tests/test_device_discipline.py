@@ -251,7 +251,9 @@ def test_strict_and_numpy_give_the_same_numbers(strict):
     assert on_strict.keys() == on_numpy.keys()
     for k in on_numpy:
         assert on_strict[k].dtype == on_numpy[k].dtype == np.float32, k
-        np.testing.assert_allclose(on_strict[k], on_numpy[k], rtol=1e-6, atol=1e-7, err_msg=k)
+        # the strict backend stands in for a GPU, so its Winograd transforms take the GPU's form
+        # (functional.winograd._gathered), which sums in another order: float32 rounding apart
+        np.testing.assert_allclose(on_strict[k], on_numpy[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
 def test_loading_host_state_under_strict_stays_on_the_device(strict):
