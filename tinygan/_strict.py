@@ -40,7 +40,10 @@ import types
 
 import numpy as np
 
-from ._cupy_api import CupyAPIError, _ELEMENTWISE_FUNCTIONS, _table, cupy_api  # noqa: F401  (cupy_api is re-exported)
+from ._cupy_api import CupyAPIError, _ELEMENTWISE_FUNCTIONS, _table, cupy_api
+
+__all__ = ["StrictArray", "module", "HostTransferError", "CupyAPIError", "cupy_api", "ops", "reset_ops",
+           "transfers", "reset_transfers", "matmul_out_copies", "matmul_out_copy_bytes"]
 
 
 class HostTransferError(TypeError):
