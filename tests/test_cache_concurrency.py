@@ -27,6 +27,8 @@ from PIL import Image
 from tinygan.eval import mnist_judge
 from tinygan.train.runlog import read_csv_log
 
+from fakes import idx_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = 3
 
@@ -77,12 +79,6 @@ def leftovers(folder):
                   or p.name.startswith(".mnist_judge_run"))
 
 
-def idx(array):
-    array = np.asarray(array, np.uint8)
-    return (bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-            + array.tobytes())
-
-
 def test_judge_trained_once_while_the_others_wait(tmp_path):
     mnist = tmp_path / "mnist"
     mnist.mkdir()
@@ -91,8 +87,8 @@ def test_judge_trained_once_while_the_others_wait(tmp_path):
         labels = np.arange(n) % 10
         images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
         images[np.arange(n), 2 * labels + 3, :] = 255  # a bar whose row says the digit
-        (mnist / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx(images)))
-        (mnist / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(labels)))
+        (mnist / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+        (mnist / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
     results = run_together(tmp_path, f"""
         from tinygan.eval import mnist_judge
         judge = mnist_judge.get_judge({str(mnist)!r}, progress=False, log=messages.append)

@@ -11,6 +11,7 @@ import pytest
 
 from tinygan.data import DataError, load_mnist, read_idx
 from tinygan.data.mnist import MNIST_MD5
+from fakes import idx_bytes
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
@@ -24,14 +25,6 @@ def no_network(monkeypatch, tmp_path):
         raise AssertionError("a test tried to use the network")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
-
-
-def idx_bytes(array, magic=None):
-    """Encode a uint8 array as IDX (magic 0x0000 08 ndim, big-endian dims, data)."""
-    array = np.asarray(array, dtype=np.uint8)
-    if magic is None:
-        magic = 0x0800 | array.ndim
-    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
 
 
 def write_mnist(folder, n_images=5, n_labels=None, gz=True, seed=0):

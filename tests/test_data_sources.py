@@ -29,6 +29,7 @@ from tinygan.data import (DataError, DataWarning, DownloadError, Source, downloa
                           fingerprint, load_faces, load_mnist, sha256sum)
 from tinygan.data import faces as faces_module
 from tinygan.data import mnist as mnist_module
+from fakes import idx_bytes
 
 # The package's ``download`` is the function; the module holds its helpers.
 download_module = importlib.import_module("tinygan.data.download")
@@ -260,17 +261,11 @@ def test_mnist_mirrors_are_verified_and_the_message_is_complete(tmp_path, server
     assert message.count("--data") == 1 and "\n" not in message
 
 
-def idx(array):
-    array = np.asarray(array, np.uint8)
-    return (bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-            + array.tobytes())
-
-
 def test_mnist_labels_outside_0_to_9_are_refused(tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx(np.zeros((6, 28, 28)))))
-    (folder / "train-labels-idx1-ubyte").write_bytes(idx([0, 3, 10, 255, 10, 9]))
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((6, 28, 28)))))
+    (folder / "train-labels-idx1-ubyte").write_bytes(idx_bytes([0, 3, 10, 255, 10, 9]))
     with pytest.raises(DataError) as info:
         load_mnist(folder)
     assert str(info.value) == (f"{folder / 'train-labels-idx1-ubyte'}: MNIST labels must be digits "

@@ -1,5 +1,4 @@
 """The two sixty-line examples run, on tiny data, as a learner would run them, and write their grid."""
-import gzip
 import os
 import subprocess
 import sys
@@ -9,14 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakes import write_mnist
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.numpy_only  # they run as programs, on their default NumPy backend
-
-
-def idx(array):
-    """An IDX file: magic 0x0000080N (uint8, N dimensions), the sizes, the bytes."""
-    head = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    return gzip.compress(head + array.astype(np.uint8).tobytes())
 
 
 def run(script, *args, cwd):
@@ -28,12 +23,7 @@ def run(script, *args, cwd):
 
 
 def test_minimal_gan_runs_algorithm_1_and_writes_a_grid(tmp_path):
-    rng = np.random.default_rng(0)
-    mnist = tmp_path / "mnist"
-    mnist.mkdir()
-    for split, n in (("train", 256), ("t10k", 64)):
-        (mnist / f"{split}-images-idx3-ubyte.gz").write_bytes(idx(rng.integers(0, 256, (n, 28, 28))))
-        (mnist / f"{split}-labels-idx1-ubyte.gz").write_bytes(idx(rng.integers(0, 10, n)))
+    mnist = write_mnist(tmp_path / "mnist", counts=(("train", 256), ("t10k", 64)))
     out = run("minimal_gan.py", "--data", str(mnist), "--max-steps", "3", "--out", "grid.png", cwd=tmp_path)
     assert "epoch 1: step 3, loss_D" in out
     grid = np.asarray(Image.open(tmp_path / "grid.png"))

@@ -6,7 +6,6 @@ gets flags that shrink its networks and its run (later flags win in argparse, so
 flags stay in place). Commands that need a GPU must fail in one clear line where none answers.
 The install lines (venv, pip, pytest) are what .ci/run itself does.
 """
-import gzip
 import os
 import re
 import shlex
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from fakes import write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.numpy_only  # programs on their default backend
@@ -58,13 +59,7 @@ def tiny_data(folder):
     faces.mkdir(parents=True)
     for i in range(12):
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(faces / f"{i}.png")
-    mnist = folder / "mnist"
-    mnist.mkdir()
-    for split, n in (("train", 128), ("t10k", 64)):
-        for kind, shape in (("images-idx3", (n, 28, 28)), ("labels-idx1", (n,))):
-            a = rng.integers(0, 10 if kind.startswith("labels") else 256, shape).astype(np.uint8)
-            head = bytes([0, 0, 8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
-            (mnist / f"{split}-{kind}-ubyte.gz").write_bytes(gzip.compress(head + a.tobytes()))
+    mnist = write_mnist(folder / "mnist")
     return faces, mnist
 
 
