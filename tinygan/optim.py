@@ -233,8 +233,8 @@ class _FlatGroup:
         for name, flat in state.items():
             if hasattr(flat, "shape") and self.arrays.get(name) is not flat:
                 self._adopt(name, flat, states)  # new (first step) or gathered again: hand out views
-        for s in states:
-            if "step" in state:
+        if "step" in state:
+            for s in states:
                 s["step"] = state["step"]
         return True
 

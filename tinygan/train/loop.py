@@ -138,7 +138,7 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
     n, steps_per_epoch = _check_data(data, config.batch_size)
     out = Path(config.out)
     identity = _data_identity(data)
-    with _RunLock(out, config) as lock:
+    with _RunLock(out) as lock:
         if config.resume:
             pos = _resume(trainer, out, identity, steps_per_epoch)
         else:
@@ -365,7 +365,7 @@ class _MetricBuffer:
 class _RunLock:
     """One training process per run folder: an exclusive ``flock`` on ``<out>/.lock`` while it trains."""
 
-    def __init__(self, out, config):
+    def __init__(self, out):
         self.out, self.fd = Path(out), None
 
     def __enter__(self):
