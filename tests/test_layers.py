@@ -16,7 +16,7 @@ LAYERS = [
     ("foundation", {"backend", "_strict", "_cupy_api", "files"}),
     ("engine", {"tensor"}),
     ("ops", {"functional"}),
-    ("layers, optimisers, checks", {"nn", "optim", "gradcheck"}),
+    ("layers, optimisers, checks", {"nn", "optim", "gradcheck", "distributed"}),
     ("papers", {"gan"}),
     ("data", {"data"}),
     ("training", {"train"}),

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from .. import functional as F
 from .. import nn
 from ..nn import StateDictError, check_state_matches
@@ -136,9 +136,11 @@ class ClassifierTrainer:
         loss = cross_entropy(logits, labels)
         self.opt.zero_grad()
         loss.backward()
-        self.opt.step()
         accuracy = (logits.data.argmax(axis=1) == labels).astype(backend.DEFAULT_DTYPE).mean()
-        return {"loss": loss.data, "accuracy": accuracy}
+        # many processes: the gradients' (and the metrics') mean over the ranks; one process: as they are
+        loss_value, accuracy = distributed.all_reduce_gradients(self.opt, loss.data, accuracy)
+        self.opt.step()
+        return {"loss": loss_value, "accuracy": accuracy}
 
     def state_dict(self):
         return {"net": dict(self.net.state_dict()), "opt": self.opt.state_dict()}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from .. import functional as F
 from . import losses
 from ..nn import evaluating, frozen
@@ -63,8 +63,9 @@ class BEGANTrainer:
         """One BEGAN iteration on a batch of real images in [-1, 1]; returns device metrics."""
         (x,) = batch
         x = tensor(x)
-        b = x.shape[0]
-        z_d, z_g = self.noise(b), self.noise(b)
+        b = x.shape[0]  # this rank's share of the global batch (all of it in one process)
+        world = distributed.world_size()
+        z_d, z_g = distributed.shard(self.noise(b * world)), distributed.shard(self.noise(b * world))
 
         # discriminator: real and fake go through D in one batch (one set of larger GEMMs)
         with no_grad():
@@ -76,6 +77,8 @@ class BEGANTrainer:
         loss_d = loss_real - loss_fake_d * self.k
         self.opt_d.zero_grad()
         loss_d.backward()
+        # many processes: the gradients' mean over the ranks, and L(x) and L_D's global means with them
+        l_real, l_d = distributed.all_reduce_gradients(self.opt_d, loss_real.data, loss_d.data)
         self.opt_d.step()
 
         # generator: D's weights are constants here, so their gradients are not even computed
@@ -84,14 +87,15 @@ class BEGANTrainer:
             loss_g = losses.reconstruction_loss(fake_g, self.D(fake_g))
             self.opt_g.zero_grad()
             loss_g.backward()
+            (l_fake,) = distributed.all_reduce_gradients(self.opt_g, loss_g.data)  # L(G(z_G)), global
             self.opt_g.step()
 
-        l_real, l_fake = loss_real.data, loss_g.data  # L(x) and L(G(z_G))
+        # k_t and M_global from the global L(x) and L(G(z_G)): the same on every rank
         k_used = self.k
         self.k = losses.began_k_update(self.k, l_real, l_fake, self.gamma, self.lambda_k)
         return {
             "loss_real": l_real, "loss_fake": l_fake, "gamma_loss_real": self.gamma * l_real,
-            "loss_d": loss_d.data, "loss_g": loss_g.data, "k": k_used,
+            "loss_d": l_d, "loss_g": l_fake, "k": k_used,
             "M": losses.began_convergence(l_real, l_fake, self.gamma), "lr": self.schedule.lr,
         }
 

@@ -37,7 +37,7 @@ import contextlib
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from .. import functional as F
 from ..nn import BatchNorm1d, BatchNorm2d, check_state_matches, evaluating, frozen
 from . import losses
@@ -130,7 +130,19 @@ class GANTrainer:
             self.fixed_noise = self.noise(num_fixed)
             self.fixed_labels = None
 
+    @property
+    def batch_parts(self):
+        """Minibatches in one step's batch (k): with many processes, each rank takes its share of each."""
+        return self.k
+
     # ---- randomness: all from tinygan's generator, so a seed (and a checkpoint) fixes it ----
+    def _shared_noise(self, m):
+        """Noise and fake labels for ``m`` local examples: the global batch's, drawn the same on every
+        rank, and this rank's slice of them (the whole of them in one process)."""
+        world = distributed.world_size()
+        z, labels = self.noise(m * world), self.random_labels(m * world)
+        return distributed.shard(z), None if labels is None else distributed.shard(labels)
+
     def noise(self, n):
         """z ~ N(0, I) of shape (n, latent_dim) on the device."""
         return backend.randn(n, self.latent_dim)
@@ -178,7 +190,7 @@ class GANTrainer:
         return metrics
 
     def _discriminator_step(self, x, labels, m):
-        z, fake_labels = self.noise(m), self.random_labels(m)
+        z, fake_labels = self._shared_noise(m)
         with no_grad():  # G's weights are constants in D's update: no graph through G
             fake = self.G(tensor(z), fake_labels)
         if self._d_has_batch_norm:
@@ -194,21 +206,24 @@ class GANTrainer:
         loss_d = losses.discriminator_loss(real_logits, fake_logits)
         self.opt_d.zero_grad()
         loss_d.backward()
-        self.opt_d.step()
         with no_grad():
             d_real = F.sigmoid(real_logits).data.mean()
             d_fake = F.sigmoid(fake_logits).data.mean()
-        return [loss_d.data, d_real, d_fake]
+        # many processes: the gradients' mean over the ranks, and the metrics' global means with them
+        values = distributed.all_reduce_gradients(self.opt_d, loss_d.data, d_real, d_fake)
+        self.opt_d.step()
+        return values
 
     def _generator_step(self, m):
-        z, fake_labels = self.noise(m), self.random_labels(m)
+        z, fake_labels = self._shared_noise(m)
         with frozen(self.D):  # D's weights are constants here: their gradients are not even computed
             logits = self.D(self.G(tensor(z), fake_labels), fake_labels)
             loss_g = losses.generator_loss(logits, self.loss)
             self.opt_g.zero_grad()
             loss_g.backward()
+            (value,) = distributed.all_reduce_gradients(self.opt_g, loss_g.data)
             self.opt_g.step()
-        return loss_g.data
+        return value
 
     # ---- sampling (host arrays: for grids, metrics and samples.npy) -------------
     def sample(self, z, labels=None):

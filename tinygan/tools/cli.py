@@ -19,7 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .. import backend
+from .. import backend, distributed
 from ..train.errors import RunFolderError, RunInterrupted, TrainingError
 from ..train.rundir import check_new_run, check_resumable, read_config
 
@@ -151,6 +151,8 @@ def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None
         if args.resume is not None and args.overwrite:
             fail("--resume and --overwrite contradict each other: continue the run, or start it over")
         if args.resume is None:
+            if args.batch_size is not None:  # (an example may compute its default later; fit checks again)
+                distributed.check_divisible(args.batch_size)
             args.out = args.out or default_out(args)
             check_new_run(args.out, overwrite=args.overwrite)
             return args
@@ -182,8 +184,10 @@ def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None
                 continue  # the command line says how long; a saved --max-steps must not cut it short
             setattr(args, name, value)
         args.out = str(out)
+        if args.batch_size is not None:
+            distributed.check_divisible(args.batch_size, resume=True)
         return args
-    except RunFolderError as e:
+    except (RunFolderError, distributed.DistributedError) as e:
         fail(str(e))
 
 
@@ -232,6 +236,12 @@ def use_backend(name, device=None, cpu_command=None):
     command's settings would take weeks on a CPU).
     """
     try:
+        if distributed.enabled() and name == "cupy":
+            if device is not None:
+                fail(f"--device {device}: under mpiexec each rank takes GPU local rank % GPUs; leave --device "
+                     "out (or give each rank its GPUs with CUDA_VISIBLE_DEVICES)")
+            backend.use(name)
+            device = distributed.gpu_for_rank(backend.xp().cuda.runtime.getDeviceCount())
         if device is None:
             backend.use(name)
         else:
@@ -241,8 +251,9 @@ def use_backend(name, device=None, cpu_command=None):
 
 
 def fail(message, status=2):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
+    """Print ``error: message`` and exit with ``status``; under mpiexec, end every rank (rank 0 prints
+    the line, naming the rank it came from when another rank failed)."""
+    distributed.stop(message, status)
 
 
 def describe_os_error(e):
@@ -272,11 +283,11 @@ def friendly_errors(*kinds):
     try:
         yield
     except RunInterrupted:
-        sys.exit(130)
+        distributed.end(130)  # rank 0 has saved: the other ranks end with it
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except (RunFolderError, TrainingError, *kinds) as e:
+        distributed.end(130)
+    except (RunFolderError, TrainingError, distributed.DistributedError, *kinds) as e:
         if os.environ.get("TINYGAN_DEBUG"):
             raise
         fail(describe_os_error(e) if isinstance(e, OSError) and e.errno is not None else str(e))

@@ -29,35 +29,26 @@ The trainer interface (duck-typed):
 from __future__ import annotations
 
 import json
-import math
-import os
 import signal
 import sys
-import time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; one process per run folder is then the user's care
-    fcntl = None
-
-from .. import backend
+from .. import backend, distributed
 from ..files import atomic_write
 from .checkpoint import CheckpointError, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .images import save_grid
 from .curves import plot_curves
-from .runlog import CSVLog, truncate_log
-from .errors import RunFolderError, RunInterrupted, TrainingError
-from .rundir import (CHECKPOINT, CONFIG, LOG, check_new_run, check_out_folder, check_resumable, move_aside,
-                     remove_stale_temp_files)
+from .runlog import truncate_log
+from .errors import RunInterrupted, TrainingError
+from .rundir import (CHECKPOINT, CONFIG, LOG, RunLock, check_new_run, check_resumable, move_aside, read_hooks_done,
+                     remove_stale_temp_files, write_hooks_done)
+from .steplog import MetricBuffer
 
 CURVES = "curves.png"
-#: The number of epochs whose hooks have all run, written after they have.
-HOOKS_DONE = "epoch_hooks.json"
 
 
 @dataclass
@@ -134,27 +125,41 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
     ``<out>.old-N`` and start over). The checkpoint records what the data was
     (count, shapes, fingerprint), and a resume on other data is refused.
     """
-    say = say or (lambda line: tqdm.write(line, file=sys.stderr))
+    main = distributed.is_main()  # many processes (mpiexec): rank 0 alone writes, prints and shows the bar
+    say = (say or (lambda line: tqdm.write(line, file=sys.stderr))) if main else (lambda line: None)
+    distributed.check_divisible(config.batch_size, getattr(trainer, "batch_parts", 1), resume=config.resume)
     n, steps_per_epoch = _check_data(data, config.batch_size)
     out = Path(config.out)
     identity = _data_identity(data)
-    with _RunLock(out) as lock:
+    distributed.check_same({"config": asdict(config), "data": identity, "trainer": type(trainer).__name__})
+    lock = RunLock(out)
+
+    def settle_folder():  # rank 0 only; its errors are raised on every rank
+        lock.__enter__()
         if config.resume:
-            pos = _resume(trainer, out, identity, steps_per_epoch)
+            return _read_resume(out, identity)
+        info = check_new_run(out, overwrite=config.overwrite)
+        if info is not None:
+            lock.release()
+            say(f"moved the previous run ({info.describe()}) to {move_aside(out)}")
+        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        write_hooks_done(out, 0)
+        return None
+    try:
+        saved = distributed.root_first(settle_folder)
+        if config.resume:
+            pos = _resume(trainer, out, saved, steps_per_epoch)
         else:
-            info = check_new_run(out, overwrite=config.overwrite)
-            if info is not None:
-                lock.release()
-                say(f"moved the previous run ({info.describe()}) to {move_aside(out)}")
-            out.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
             backend.seed(config.seed)
             pos = _Position()
-            _write_hooks_done(out, 0)
-        with atomic_write(out / CONFIG) as fh:
-            fh.write(json.dumps(asdict(config), indent=2, default=str).encode())
+        if main:
+            with atomic_write(out / CONFIG) as fh:
+                fh.write(json.dumps(asdict(config), indent=2, default=str).encode())
         return _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, pos, identity,
                       n, steps_per_epoch)
+    finally:
+        lock.release()
 
 
 @dataclass
@@ -198,7 +203,8 @@ def _data_change(saved, now):
             f"(fingerprint {saved['fingerprint']} then, {now['fingerprint']} now)")
 
 
-def _resume(trainer, out, identity, steps_per_epoch):
+def _read_resume(out, identity):
+    """Rank 0: the checkpoint to resume from, checked against the data; handed to every rank."""
     info = check_resumable(out)
     ckpt_path = out / CHECKPOINT
     arrays, meta = load_checkpoint(ckpt_path)
@@ -206,41 +212,53 @@ def _resume(trainer, out, identity, steps_per_epoch):
     if change:
         raise TrainingError(f"--resume: the data changed since {ckpt_path} was written: {change}; resume with "
                             "the data the run was started with, or start a new run (--overwrite or another --out)")
+    return arrays, meta, info.step, read_hooks_done(out, default=meta.get("epoch", 0))
+
+
+def _resume(trainer, out, saved, steps_per_epoch):
+    arrays, meta, checkpoint_step, hooks_done = saved
+    ckpt_path = out / CHECKPOINT
     try:
         trainer.load_state_dict(unflatten_state(arrays, meta["trainer"], "trainer/"))
-        pos = _Position(meta["step"], meta["epoch"], meta["position"], checkpoint_step=info.step)
+        pos = _Position(meta["step"], meta["epoch"], meta["position"], checkpoint_step=checkpoint_step)
         backend.set_rng_state(meta["rng"])
     except (KeyError, ValueError, TypeError, CheckpointError) as e:
         raise TrainingError(f"--resume: {ckpt_path} does not fit this model: {e}") from None
     if pos.position > steps_per_epoch:
         raise TrainingError(f"--resume: {ckpt_path} is {pos.position} steps into an epoch of only "
                             f"{steps_per_epoch} steps: the data or --batch-size changed")
-    pos.hooks_done = _read_hooks_done(out, default=pos.epoch)
-    remove_stale_temp_files(out)
-    truncate_log(out / LOG, pos.step)
+    pos.hooks_done = hooks_done
+    if distributed.is_main():
+        remove_stale_temp_files(out)
+        truncate_log(out / LOG, pos.step)
     return pos
 
 
 def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, pos, identity, n,
            steps_per_epoch):
     ckpt_path = out / CHECKPOINT
+    main = distributed.is_main()
+    parts = getattr(trainer, "batch_parts", 1)
 
     def save():
+        pos.checkpoint_step = pos.step
+        if not main:
+            return
         arrays, meta = flatten_state({"trainer": trainer.state_dict()})
         meta.update(step=pos.step, epoch=pos.epoch, position=pos.position, rng=backend.rng_state(),
                     config=asdict(config), data=identity)
         save_checkpoint(ckpt_path, arrays, meta)
-        pos.checkpoint_step = pos.step
 
     def curves():
-        if (out / LOG).exists():
+        if main and (out / LOG).exists():
             plot_curves(out / LOG, out / CURVES, trainer.curve_panels, smooth=20)
 
     def run_epoch_hooks(finished):
-        for hook in epoch_hooks:
+        for hook in epoch_hooks if main else ():
             _run_hook(hook, finished, out)
         pos.hooks_done = finished + 1
-        _write_hooks_done(out, pos.hooks_done)
+        if main:
+            write_hooks_done(out, pos.hooks_done)
 
     total = config.epochs * steps_per_epoch
     if config.max_steps is not None:
@@ -255,11 +273,11 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
             say(f"finishing epoch {pos.epoch}'s grids and metrics, cut short when the run stopped")
             run_epoch_hooks(pos.epoch - 1)
 
-    metrics = _MetricBuffer(out / LOG, trainer, lambda: (
+    metrics = MetricBuffer(out / LOG if main else None, trainer, lambda: (
         f"The last good checkpoint is {ckpt_path} (step {pos.checkpoint_step:,}; lower --lr, or resume from it)"
         if pos.checkpoint_step is not None and ckpt_path.exists() else
         "No checkpoint had been written yet (lower --lr and start again)"))
-    bar = tqdm(total=total, initial=min(pos.step, total), disable=not config.progress, unit="step",
+    bar = tqdm(total=total, initial=min(pos.step, total), disable=not (config.progress and main), unit="step",
                dynamic_ncols=True, desc=trainer.name)
     headline = getattr(trainer, "headline", ())
     needs_host = getattr(trainer, "needs_host", lambda s: False)
@@ -275,6 +293,7 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
                 order = batch_order(config.seed, pos.epoch, n)
                 while pos.position < steps_per_epoch and pos.step < total:
                     idx = order[pos.position * config.batch_size:(pos.position + 1) * config.batch_size]
+                    idx = distributed.shard_indices(idx, parts)  # this rank's share of the global batch
                     step_metrics = trainer.step(to_device(tuple(d[idx] for d in data)))
                     pos.step, pos.position = pos.step + 1, pos.position + 1
                     metrics.add(dict(step_metrics, step=pos.step, epoch=pos.epoch + pos.position / steps_per_epoch))
@@ -282,7 +301,7 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
                     if pos.step % config.log_every == 0 or needs_host(pos.step):
                         show(metrics.flush())
                     for every, hook in step_hooks:
-                        if every and pos.step % every == 0:
+                        if every and pos.step % every == 0 and main:
                             metrics.flush()
                             _run_hook(hook, pos.step, out)
                             metrics.restart_clock()  # hooks' time is not step time
@@ -290,7 +309,7 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
                         metrics.flush()
                         save()
                         metrics.restart_clock()
-                    if interrupt.requested:
+                    if interrupt.requested and main:  # rank 0 saves, then ends every rank
                         metrics.flush()
                         save()
                         curves()
@@ -314,118 +333,11 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
         metrics.close()
 
     curves()
-    if config.num_samples:
+    if config.num_samples and main:
         for name, array in trainer.generate(config.num_samples).items():
             with atomic_write(out / f"{name}.npy") as fh:
                 np.save(fh, array, allow_pickle=False)
     return out
-
-
-class _MetricBuffer:
-    """Metrics of the steps since the last logging point: kept on the device, copied to the host in
-    one transfer, checked for NaN/Inf, written as one log.csv row per step."""
-
-    def __init__(self, path, trainer, last_good):
-        self.log = CSVLog(path)
-        self.trainer, self.last_good = trainer, last_good
-        self.pending = []
-        self.restart_clock()
-
-    def restart_clock(self):
-        self.start = time.perf_counter()
-
-    def add(self, row):
-        self.pending.append(row)
-
-    def flush(self):
-        """Copy the pending metrics to the host and log them; returns the last row (or None)."""
-        if not self.pending:
-            return None
-        rows = _to_host_rows(self.pending)  # waits for the device, so the clock below includes its work
-        seconds = (time.perf_counter() - self.start) / len(self.pending)
-        self.pending = []
-        self.restart_clock()
-        for row in rows:
-            row["step_time"] = seconds
-            bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
-            if bad:
-                raise TrainingError(f"{', '.join(bad)} became {row[bad[0]]} at step {row['step']}; "
-                                    f"stopped. {self.last_good()}")
-        hook = getattr(self.trainer, "on_host_metrics", None)
-        if hook is not None:
-            hook(rows)
-        for row in rows:
-            self.log.log(row)
-        return rows[-1]
-
-    def close(self):
-        self.log.close()
-
-
-class _RunLock:
-    """One training process per run folder: an exclusive ``flock`` on ``<out>/.lock`` while it trains."""
-
-    def __init__(self, out):
-        self.out, self.fd = Path(out), None
-
-    def __enter__(self):
-        check_out_folder(self.out)
-        if self.out.is_dir():
-            self.acquire()
-        return self
-
-    def acquire(self):
-        if fcntl is None or self.fd is not None:
-            return
-        self.fd = os.open(self.out / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.release()
-            raise RunFolderError(f"{self.out} is in use by another training process right now; "
-                                 "wait for it to finish, or choose another --out") from None
-
-    def release(self):
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor drops the lock
-            self.fd = None
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-def _read_hooks_done(out, default):
-    try:
-        return int(json.loads((out / HOOKS_DONE).read_text())["epochs"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return default  # a run from before this file existed: its hooks ran
-
-
-def _write_hooks_done(out, epochs):
-    with atomic_write(out / HOOKS_DONE) as fh:
-        fh.write(json.dumps({"epochs": epochs}).encode())
-
-
-def _to_host_rows(pending):
-    """One device-to-host transfer for a whole logging interval of metrics.
-
-    Rows come out ordered step, epoch, the trainer's metrics in its order, step_time.
-    """
-    keys = list(pending[0])
-    device_keys = [k for k in keys if hasattr(pending[0][k], "shape")]
-    host = None
-    if device_keys:
-        xp = backend.get_array_module(pending[0][device_keys[0]])
-        stacked = xp.stack([xp.stack([p[k].reshape(()).astype("float64") for k in device_keys]) for p in pending])
-        host = backend.to_host(stacked)
-    order = ["step", "epoch"] + [k for k in keys if k not in ("step", "epoch", "step_time")] + ["step_time"]
-    rows = []
-    for i, p in enumerate(pending):
-        values = dict(p)
-        if host is not None:
-            values.update(zip(device_keys, host[i].tolist()))
-        rows.append({k: (float(values[k]) if k != "step" else int(values[k])) for k in order if k in values})
-    return rows
 
 
 def _run_hook(hook, index, out):

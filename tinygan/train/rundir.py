@@ -21,6 +21,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one process per run folder is then the user's care
+    fcntl = None
+
+from ..files import atomic_write
 from .checkpoint import CheckpointError, load_checkpoint
 from .errors import RunFolderError
 
@@ -29,6 +35,8 @@ LOG = "log.csv"
 CONFIG = "config.json"
 #: Files whose presence means a folder holds (the start of) a run.
 RUN_FILES = (CHECKPOINT, LOG, CONFIG)
+#: The number of epochs whose hooks have all run, written after they have.
+HOOKS_DONE = "epoch_hooks.json"
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # atomic_write's temporary names
 _OLD = re.compile(r"\.old-(\d+)$")
 
@@ -140,3 +148,47 @@ def read_config(out):
     if not isinstance(config, dict) or not isinstance(config.get("extra"), dict):
         raise RunFolderError(f"{path} has no 'extra' settings object; was it written by a tinygan example?")
     return config
+
+
+class RunLock:
+    """One training process per run folder: an exclusive ``flock`` on ``<out>/.lock`` while it trains."""
+
+    def __init__(self, out):
+        self.out, self.fd = Path(out), None
+
+    def __enter__(self):
+        check_out_folder(self.out)
+        if self.out.is_dir():
+            self.acquire()
+        return self
+
+    def acquire(self):
+        if fcntl is None or self.fd is not None:
+            return
+        self.fd = os.open(self.out / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.release()
+            raise RunFolderError(f"{self.out} is in use by another training process right now; "
+                                 "wait for it to finish, or choose another --out") from None
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = None
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def read_hooks_done(out, default):
+    try:
+        return int(json.loads((out / HOOKS_DONE).read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default  # a run from before this file existed: its hooks ran
+
+
+def write_hooks_done(out, epochs):
+    with atomic_write(out / HOOKS_DONE) as fh:
+        fh.write(json.dumps({"epochs": epochs}).encode())
