@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tinygan import backend  # noqa: E402
+from tinygan import backend, distributed  # noqa: E402
 from tinygan.tools import cli  # noqa: E402
 from tinygan.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from tinygan.data import DataError, load_faces  # noqa: E402
@@ -183,15 +183,17 @@ def main(argv=None):
                                    progress=not args.no_progress)
         for note in stats.notes:
             print(f"note: {note}", file=sys.stderr)
-        print(f"{len(images):,} images of {args.size}x{args.size} from {stats.source} ({stats.grayscale_excluded} "
-              f"grayscale, {stats.unreadable} unreadable and {stats.too_small} too small left out)", file=sys.stderr)
+        if distributed.is_main():
+            print(f"{len(images):,} images of {args.size}x{args.size} from {stats.source} ({stats.grayscale_excluded} "
+                  f"grayscale, {stats.unreadable} unreadable and {stats.too_small} too small left out)", file=sys.stderr)
         backend.seed(args.seed)
         trainer = build(args)
         config = cli.loop_config(args, num_samples=args.num_samples)
         steps = [(args.sample_every, grid_hook(trainer, scale=2 if args.size <= 32 else 1, every_steps=True))]
         out = fit(trainer, (images,), config, to_device, epoch_hooks=epoch_hooks(trainer, images, args),
                   step_hooks=steps)
-    print(f"done: {out}", file=sys.stderr)
+    if distributed.is_main():  # under mpiexec, rank 0 alone speaks
+        print(f"done: {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tinygan import backend  # noqa: E402
+from tinygan import backend, distributed  # noqa: E402
 from tinygan.tools import cli  # noqa: E402
 from tinygan.train.checkpoint import CheckpointError  # noqa: E402
 from tinygan.files import atomic_write  # noqa: E402
@@ -195,6 +195,8 @@ def main(argv=None):
         trainer = build(args)
         config = cli.loop_config(args, batch_size=args.k * args.batch_size, num_samples=args.num_samples)
         out = fit(trainer, (data,), config, to_device, epoch_hooks=epoch_hooks(trainer, args))
+        if not distributed.is_main():
+            return  # under mpiexec, what follows training is rank 0's
         seconds = time.perf_counter() - started
         samples = np.load(out / "samples.npy")
         result = score(samples, args.mixture)

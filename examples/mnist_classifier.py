@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tinygan import nn  # noqa: E402
+from tinygan import distributed, nn  # noqa: E402
 from tinygan.tools import cli  # noqa: E402
 from tinygan.eval import mnist_judge  # noqa: E402
 from tinygan.train.checkpoint import CheckpointError  # noqa: E402
@@ -72,6 +72,8 @@ def main(argv=None):
 
         config = cli.loop_config(args, extra=dict(vars(args), judge_version=mnist_judge.JUDGE_VERSION))
         judge, accuracy = mnist_judge.train_judge(train, test, config, lr=args.lr, epoch_hooks=hooks)
+        if not distributed.is_main():
+            return  # under mpiexec, what follows training is rank 0's
         out = Path(args.out)
         pred, _ = judge.predict(test[0])
         per_digit = [float(np.mean(pred[test[1] == d] == d)) for d in range(10)]

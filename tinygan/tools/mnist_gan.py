@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .. import backend
+from .. import backend, distributed
 from . import cli
 from ..eval import mnist_judge
 from ..train.checkpoint import CheckpointError
@@ -145,6 +145,8 @@ def main(argv=None, conditional=False, doc=__doc__):
         out = fit(trainer, data, config, to_device, epoch_hooks=hooks)
         minutes = (time.perf_counter() - started) / 60
 
+        if not distributed.is_main():
+            return  # under mpiexec, what follows training is rank 0's
         if judge is not None:
             samples = np.load(out / "samples.npy")
             sample_labels = np.load(out / "labels.npy") if conditional else None
