@@ -122,15 +122,6 @@ def _expand_reduced(g, shape, axis, keepdims, xp):
     return xp.broadcast_to(g, shape)
 
 
-def _pad(x, ph, pw, xp):
-    if ph == 0 and pw == 0:
-        return x
-    n, c, h, w = x.shape
-    out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    out[:, :, ph:ph + h, pw:pw + w] = x
-    return out
-
-
 def _check_nchw(x, op):
     _as_tensor(x, op)
     _require(x.ndim == 4, op, f"expected an NCHW input of 4 dimensions, got shape {x.shape}")
@@ -145,3 +136,18 @@ def _gemm(a, b, out=None):
     if out is None:
         return a @ b
     return _xp(a, b).matmul(a, b, out=out)
+
+
+def _split_elementwise(xp, fn, *arrays):
+    """``fn(*views)`` on slices of same-shape ``arrays`` along their outermost memory axis, on
+    every CPU core (backend.split_run): for elementwise work, which NumPy runs on one thread."""
+    a = arrays[0]
+    if a.ndim == 0 or backend.cpu_workers(xp) == 1:
+        fn(*arrays)
+        return
+    axis = max(range(a.ndim), key=lambda i: abs(a.strides[i]) if a.shape[i] > 1 else -1)
+
+    def part(s):
+        idx = (slice(None),) * axis + (s,)
+        fn(*(x[idx] for x in arrays))
+    backend.split_run(xp, part, a.shape[axis], a.size)
