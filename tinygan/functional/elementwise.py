@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..tensor import Tensor
-from .core import _data, _same_backend, _wants, _xp
+from .core import _data, _same_backend, _split_elementwise, _wants, _xp
 
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "compare", "exp", "log", "abs", "sqrt", "clip", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "logsigmoid"]
 
@@ -111,19 +111,28 @@ def elu(x, alpha=1.0):
     min(out + 1, 1) everywhere (out + 1 > 1 exactly where x > 0): again three passes.
     """
     xp = _xp(x)
-    out = xp.minimum(x.data, 0, out=xp.empty_like(x.data))  # out=: an array also for 0-d input
-    xp.expm1(out, out=out)
-    if alpha != 1:
-        out *= alpha
-    if 0 < alpha <= 1:
-        xp.maximum(x.data, out, out=out)
-    else:
+    out = xp.empty_like(x.data)  # an array also for 0-d input, which the out= calls need
+
+    def forward(xs, os):
+        xp.minimum(xs, 0, out=os)
+        xp.expm1(os, out=os)
+        if alpha != 1:
+            os *= alpha
+        if 0 < alpha <= 1:
+            xp.maximum(xs, os, out=os)
+    _split_elementwise(xp, forward, x.data, out)
+    if not 0 < alpha <= 1:
         out = xp.where(x.data > 0, x.data, out)
     if alpha == 1:
         def backward(g):
-            d = xp.add(out, 1, out=xp.empty_like(out))
-            xp.minimum(d, 1, out=d)
-            return (xp.multiply(g, d, out=d),)
+            d = xp.empty_like(out)
+
+            def part(os, gs, ds):
+                xp.add(os, 1, out=ds)
+                xp.minimum(ds, 1, out=ds)
+                xp.multiply(gs, ds, out=ds)
+            _split_elementwise(xp, part, out, g, d)
+            return (d,)
         return Tensor.from_op(out, (x,), backward)
     if alpha > 0:
         return Tensor.from_op(out, (x,), lambda g: (g * xp.where(out > 0, 1, out + alpha),))

@@ -95,6 +95,20 @@ def _winograd_matrices(m, xp, dtype):
     return _WINOGRAD_ARRAYS[key]
 
 
+_KRON = {}
+
+
+def _kron(mat):
+    """M (x) M for a transform matrix M (r x c): (r*r, c*c), row (i, j) and column (k, l) holding
+    M[i, k] M[j, l]. One GEMM with it applies M along the rows and the columns of every tile at
+    once (the device forms below). Made once per matrix object (the cached B^T and A^T)."""
+    entry = _KRON.get(id(mat))
+    if entry is None or entry[0] is not mat:
+        r, c = mat.shape
+        entry = _KRON[id(mat)] = (mat, (mat[:, None, :, None] * mat[None, :, None, :]).reshape(r * r, c * c))
+    return entry[1]
+
+
 @profiled("transform")
 def _to_tiles(x, top, left, hp, wp, xp):
     """(hp, wp, N, C) work array: NCHW ``x`` moved to rows x columns x batch x channels, zero-padded.
@@ -108,7 +122,8 @@ def _to_tiles(x, top, left, hp, wp, xp):
     out = _scratch(xp, "tiles", (hp, wp, n, c), x.dtype)
     if (hp, wp) != (h, w):
         out.fill(0)  # one pass for the border (four slabs would be four device operations)
-    out[top:top + h, left:left + w] = x.transpose(2, 3, 0, 1)
+    inner, xt = out[top:top + h, left:left + w], x.transpose(2, 3, 0, 1)
+    backend.split_run(xp, lambda s: inner.__setitem__(s, xt[s]), h, x.size)  # a copy: NumPy's is 1 thread
     return out
 
 
@@ -119,13 +134,24 @@ def _gathered(xp):
     operation is a kernel launch, and CuPy runs a small matrix broadcast
     against a stack as a pointer-array batched GEMM (three extra kernels) and
     copies strided operands and outputs: there each transform is one strided
-    copy and one 2-D GEMM (the *_gathered forms; BEGAN 64x64: 2,835 device
-    operations per step instead of 4,947). On the CPU, NumPy's batched matmul
-    reads the strided tile views in place, and the extra copy of the gathered
-    form costs more than it saves (1 BLAS thread: BEGAN 32x32 n=32 0.63 s/step
+    copy and one 2-D GEMM with the Kronecker product of the 1-D transforms
+    (the *_gathered forms; BEGAN 64x64 device operations per step: 4,947 with
+    the batched products, 2,835 with separable 2-D GEMMs, 2,1xx Kronecker).
+    On the CPU, NumPy's batched matmul reads the strided tile views in place,
+    and the gathered forms' copies (and the Kronecker GEMM's 3x the arithmetic)
+    cost more than they save (1 BLAS thread: BEGAN 32x32 n=32 0.63 s/step
     batched, 0.81 gathered; 64x64 n=64 8.2 and 11.1): there the *_batched forms.
     """
     return not backend.is_numpy(xp)
+
+
+def _batched_matmul(xp, small, stack, out, axis):
+    """out[...] = small @ stack, split along ``axis`` over the CPU cores (backend.split_run)."""
+    def part(s):
+        idx = (slice(None),) * axis + (s,)
+        xp.matmul(small, stack[idx], out=out[idx])
+    backend.split_run(xp, part, stack.shape[axis], stack.size)
+    return out
 
 
 @profiled("transform")
@@ -138,28 +164,19 @@ def _winograd_input_gathered(xt, bt, th, tw, xp):
     """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array.
 
     Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2.
-    Each 1-D transform is one strided copy that gathers the tiles' rows (or
-    columns) with the contracted axis first, and one 2-D GEMM with the small
-    matrix: no broadcast batched product, no product into a strided view (on
-    a GPU each of those costs extra kernels). Columns first, then rows, so
-    that V comes out in the (xi, nu) order the weight transform uses.
+    One strided copy gathers every tile's a*a values, position (k, l) first,
+    and one 2-D GEMM with B^T (x) B^T (a*a x a*a) transforms rows and columns
+    at once: two device operations, where the separable form takes four and a
+    batched product with a broadcast matrix more (on a GPU each costs extra kernels).
     """
     hp, wp, n, c = xt.shape
     a = bt.shape[0]
     m = a - 2
-    nc, item = n * c, xt.itemsize
     s0, s1 = xt.strides[:2]
-    # along the columns: half[j, y, u] = sum_l B^T[j, l] x[y, u*m + l]
-    gathered = _scratch(xp, "gather", (a, hp, tw, nc), xt.dtype)
-    gathered[...] = xp.lib.stride_tricks.as_strided(xt, (a, hp, tw, nc), (s1, s0, m * s1, item))
-    half = _scratch(xp, "half", (a, hp, tw, nc), xt.dtype)
-    xp.matmul(bt, gathered.reshape(a, -1), out=half.reshape(a, -1))
-    # along the rows: v[i, j, t, u] = sum_k B^T[i, k] half[j, t*m + k, u]
-    h0, h1, h2 = half.strides[:3]
-    gathered = _scratch(xp, "gather", (a, a, th, tw, nc), xt.dtype)
-    gathered[...] = xp.lib.stride_tricks.as_strided(half, (a, a, th, tw, nc), (h1, h0, m * h1, h2, item))
+    gathered = _scratch(xp, "gather", (a, a, th, tw, n * c), xt.dtype)    # [k, l, t, u] = x[t*m + k, u*m + l]
+    gathered[...] = xp.lib.stride_tricks.as_strided(xt, gathered.shape, (s0, s1, m * s0, m * s1, xt.itemsize))
     v = _scratch(xp, "v", (a, a, th, tw, n, c), xt.dtype)
-    xp.matmul(bt, gathered.reshape(a, -1), out=v.reshape(a, -1))
+    xp.matmul(_kron(bt), gathered.reshape(a * a, -1), out=v.reshape(a * a, -1))
     return v
 
 
@@ -176,11 +193,11 @@ def _winograd_input_batched(xt, bt, th, tw, xp):
     item = xt.itemsize
     rows = xp.lib.stride_tricks.as_strided(xt, (th, a, wp * n * c), (m * xt.strides[0], xt.strides[0], item))
     half = _scratch(xp, "half", (a, th, wp, n, c), xt.dtype)
-    xp.matmul(bt, rows, out=half.reshape(a, th, wp * n * c).transpose(1, 0, 2))
+    _batched_matmul(xp, bt, rows, half.reshape(a, th, wp * n * c).transpose(1, 0, 2), axis=0)
     s = half.strides
     cols = xp.lib.stride_tricks.as_strided(half, (a, th, tw, a, n * c), (s[0], s[1], m * s[2], s[2], item))
     v = _scratch(xp, "v", (a, a, th, tw, n, c), xt.dtype)
-    xp.matmul(bt, cols, out=v.reshape(a, a, th, tw, n * c).transpose(0, 2, 3, 1, 4))
+    _batched_matmul(xp, bt, cols, v.reshape(a, a, th, tw, n * c).transpose(0, 2, 3, 1, 4), axis=1)
     return v
 
 
@@ -193,31 +210,27 @@ def _winograd_input_adjoint(dv, bt, hp, wp, xp):
 def _winograd_input_adjoint_gathered(dv, bt, hp, wp, xp):
     """Adjoint of _winograd_input: B dV B^T per tile, summed where tiles overlap -> (hp, wp, N, C).
 
-    The rows first (the forward's last transform), then the columns; each is
-    one 2-D GEMM with B, then one copy that puts each tile's first m rows (or
-    columns) in place, where they tile the image without overlap, and two
-    strided additions for the last a - m = 2, which fall on the next tile's
-    first two (no scatter).
+    One GEMM with (B^T (x) B^T)^T gives every tile's a x a contribution; four
+    strided additions then put them in place: of a tile's a rows (columns) the
+    first m tile the image without overlap, the last a - m = 2 fall on the
+    next tile's first two, so each of the four (rows, columns) blocks is one
+    addition that never writes an element twice (no scatter).
     """
     a, _, th, tw, n, c = dv.shape
     m = a - 2
-    b = bt.T
     nc = n * c
-    w1 = _scratch(xp, "spill", (a, a, th, tw, nc), dv.dtype)            # w1[k, j, t, u] = sum_i B[k, i] dV[i, j, t, u]
-    xp.matmul(b, dv.reshape(a, -1), out=w1.reshape(a, -1))
-    half = _scratch(xp, "half", (a, hp, tw, nc), dv.dtype)              # half[j, t*m + k, u] gets w1[k, j, t, u]
-    half[:, :th * m].reshape(a, th, m, tw, nc)[...] = w1[:m].transpose(1, 2, 0, 3, 4)
-    half[:, th * m:] = 0
-    for k in range(m, a):
-        half[:, k:k + th * m:m] += w1[k]
-    w2 = _scratch(xp, "spill", (a, hp, tw, nc), dv.dtype)               # w2[l, y, u] = sum_j B[l, j] half[j, y, u]
-    xp.matmul(b, half.reshape(a, -1), out=w2.reshape(a, -1))
-    dx = xp.empty((hp, wp, n, c), dtype=dv.dtype)                       # dx[y, u*m + l] gets w2[l, y, u]
+    kt = _kron(bt).T
+    w = _scratch(xp, "spill", (a, a, th, tw, nc), dv.dtype)             # w[k, l, t, u]: tile (t, u)'s d[k, l]
+    xp.matmul(kt, dv.reshape(a * a, -1), out=w.reshape(a * a, -1))
+    dx = xp.empty((hp, wp, n, c), dtype=dv.dtype)
+    dx.fill(0)
     flat = dx.reshape(hp, wp, nc)
-    flat[:, :tw * m].reshape(hp, tw, m, nc)[...] = w2[:m].transpose(1, 2, 0, 3)
-    flat[:, tw * m:] = 0
-    for l in range(m, a):
-        flat[:, l:l + tw * m:m] += w2[l]
+    f0, f1 = flat.strides[:2]
+    for k0, nk in ((0, m), (m, a - m)):
+        for l0, nl in ((0, m), (m, a - m)):
+            dest = xp.lib.stride_tricks.as_strided(flat[k0:, l0:], (th, nk, tw, nl, nc),
+                                                   (m * f0, f0, m * f1, f1, dx.itemsize))
+            dest += w[k0:k0 + nk, l0:l0 + nl].transpose(2, 0, 3, 1, 4)
     return dx
 
 
@@ -234,16 +247,16 @@ def _winograd_input_adjoint_batched(dv, bt, hp, wp, xp):
     nc = n * c
     per_tile = dv.reshape(a, a, th, tw, nc).transpose(0, 2, 3, 1, 4)   # (a_i, th, tw, a_j, nc)
     half = _scratch(xp, "half", (a, th, wp, nc), dv.dtype)
-    xp.matmul(b[:m], per_tile, out=half[:, :, :tw * m].reshape(a, th, tw, m, nc))
+    _batched_matmul(xp, b[:m], per_tile, half[:, :, :tw * m].reshape(a, th, tw, m, nc), axis=1)
     half[:, :, tw * m:] = 0
-    spill = xp.matmul(b[m:], per_tile, out=_scratch(xp, "spill", (a, th, tw, a - m, nc), dv.dtype))
+    spill = _batched_matmul(xp, b[m:], per_tile, _scratch(xp, "spill", (a, th, tw, a - m, nc), dv.dtype), axis=1)
     for k in range(a - m):
         half[:, :, m + k:m + k + tw * m:m] += spill[:, :, :, k]
     rows = half.reshape(a, th, wp * nc).transpose(1, 0, 2)             # (th, a_i, wp*nc)
     dx = xp.empty((hp, wp, n, c), dtype=dv.dtype)
-    xp.matmul(b[:m], rows, out=dx[:th * m].reshape(th, m, wp * nc))
+    _batched_matmul(xp, b[:m], rows, dx[:th * m].reshape(th, m, wp * nc), axis=0)
     dx[th * m:] = 0
-    spill = xp.matmul(b[m:], rows, out=_scratch(xp, "spill", (th, a - m, wp * nc), dv.dtype))
+    spill = _batched_matmul(xp, b[m:], rows, _scratch(xp, "spill", (th, a - m, wp * nc), dv.dtype), axis=0)
     for k in range(a - m):
         dx[m + k:m + k + th * m:m] += spill[:, k].reshape(th, wp, n, c)
     return dx
@@ -258,20 +271,14 @@ def _winograd_output(mm, at, xp):
 def _winograd_output_gathered(mm, at, xp):
     """Y = A^T M A for every tile: (a, a, th, tw, N, O) -> (th*m, tw*m, N, O), a new array.
 
-    Two 2-D GEMMs with A^T, the tile axis to contract brought first by one copy
-    between them, and one copy into the (rows, columns, N, O) layout at the end.
+    One 2-D GEMM with A^T (x) A^T (m*m x a*a) and one copy into the (rows, columns, N, O) layout.
     """
     a, _, th, tw, n, o = mm.shape
     m = at.shape[0]
-    no = n * o
-    half = _scratch(xp, "half", (m, a, th, tw, no), mm.dtype)            # half[p, j] = sum_i A^T[p, i] M[i, j]
-    xp.matmul(at, mm.reshape(a, -1), out=half.reshape(m, -1))
-    gathered = _scratch(xp, "gather", (a, m, th, tw, no), mm.dtype)
-    gathered[...] = half.transpose(1, 0, 2, 3, 4)
-    z = _scratch(xp, "z", (m, m, th, tw, n, o), mm.dtype)                # z[q, p] = sum_j A^T[q, j] half[p, j]
-    xp.matmul(at, gathered.reshape(a, -1), out=z.reshape(m, -1))
+    z = _scratch(xp, "z", (m, m, th, tw, n, o), mm.dtype)                # z[p, q, t, u] = Y[t*m + p, u*m + q]
+    xp.matmul(_kron(at), mm.reshape(a * a, -1), out=z.reshape(m * m, -1))
     y = xp.empty((th, m, tw, m, n, o), dtype=mm.dtype)
-    y[...] = z.transpose(2, 1, 3, 0, 4, 5)                               # y[t, p, u, q] = z[q, p, t, u]
+    y[...] = z.transpose(2, 0, 3, 1, 4, 5)
     return y.reshape(th * m, tw * m, n, o)
 
 
@@ -282,7 +289,7 @@ def _winograd_output_batched(mm, at, xp):
     half = _scratch(xp, "half", (m, a, th, tw, n * o), mm.dtype)
     xp.matmul(at, mm.reshape(a, a * th * tw * n * o), out=half.reshape(m, -1))
     y = xp.empty((th, m, tw, m, n, o), dtype=mm.dtype)
-    xp.matmul(at, half.transpose(0, 2, 3, 1, 4), out=y.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4))
+    _batched_matmul(xp, at, half.transpose(0, 2, 3, 1, 4), y.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4), axis=1)
     return y.reshape(th * m, tw * m, n, o)
 
 
@@ -295,19 +302,14 @@ def _winograd_output_adjoint(gy, at, th, tw, xp):
 def _winograd_output_adjoint_gathered(gy, at, th, tw, xp):
     """Adjoint of _winograd_output: dM = A dY A^T per tile, (th*m, tw*m, N, O) -> (a*a, P, O) work array.
 
-    As the forward: each contraction one copy that brings its axis first, then one 2-D GEMM with A.
+    As the forward: one copy that gathers each tile's m x m values, then one GEMM with (A^T (x) A^T)^T.
     """
     _, _, n, o = gy.shape
     m, a = at.shape
-    no = n * o
-    gathered = _scratch(xp, "gather", (m, m, th, tw, no), gy.dtype)      # [q, p, t, u] = dY[t*m + p, u*m + q]
-    gathered[...] = gy.reshape(th, m, tw, m, no).transpose(3, 1, 0, 2, 4)
-    half = _scratch(xp, "half", (a, m, th, tw, no), gy.dtype)            # half[j, p] = sum_q A[j, q] dY[p, q]
-    xp.matmul(at.T, gathered.reshape(m, -1), out=half.reshape(a, -1))
-    gathered = _scratch(xp, "gather", (m, a, th, tw, no), gy.dtype)
-    gathered[...] = half.transpose(1, 0, 2, 3, 4)
-    dm = _scratch(xp, "m", (a * a, th * tw * n, o), gy.dtype)            # dM[i, j] = sum_p A[i, p] half[j, p]
-    xp.matmul(at.T, gathered.reshape(m, -1), out=dm.reshape(a, -1))
+    gathered = _scratch(xp, "gather", (m, m, th, tw, n * o), gy.dtype)   # [p, q, t, u] = dY[t*m + p, u*m + q]
+    gathered[...] = gy.reshape(th, m, tw, m, n * o).transpose(1, 3, 0, 2, 4)
+    dm = _scratch(xp, "m", (a * a, th * tw * n, o), gy.dtype)
+    xp.matmul(_kron(at).T, gathered.reshape(m * m, -1), out=dm.reshape(a * a, -1))
     return dm
 
 
@@ -316,7 +318,7 @@ def _winograd_output_adjoint_batched(gy, at, th, tw, xp):
     _, _, n, o = gy.shape
     m, a = at.shape
     half = _scratch(xp, "half", (m, a, th, tw, n * o), gy.dtype)
-    xp.matmul(at.T, gy.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4), out=half.transpose(0, 2, 3, 1, 4))
+    _batched_matmul(xp, at.T, gy.reshape(th, m, tw, m, n * o).transpose(1, 0, 2, 3, 4), half.transpose(0, 2, 3, 1, 4), axis=1)
     dm = _scratch(xp, "m", (a * a, th * tw * n, o), gy.dtype)
     xp.matmul(at.T, half.reshape(m, -1), out=dm.reshape(a, -1))
     return dm
