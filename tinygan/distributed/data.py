@@ -113,7 +113,7 @@ def all_reduce_gradients(optimizer, *values):
     w = init()
     if w.size == 1:
         return list(values)
-    flats = [f for f in getattr(optimizer, "_flat", ()) if f is not None]
+    flats = [f for f in optimizer._flat if f is not None]  # the optimiser's flat groups (tinygan.optim)
     groups_flat = len(flats) == len(optimizer.param_groups)
     if not groups_flat:  # a group without flat buffers: one call per gradient (slow, but correct)
         for p in optimizer.params:
@@ -124,7 +124,7 @@ def all_reduce_gradients(optimizer, *values):
         last = i == len(flats) - 1
         if not any(p.grad is not None for p in flat.params) and not (last and values):
             continue
-        buffer = _widened(flat, len(values)) if last else flat.grad
+        buffer = flat.grad_and_spare(len(values)) if last else flat.grad
         for p, into in zip(flat.params, _views(flat)):
             if p.grad is not None and p.grad is not into:  # accumulated outside the buffer
                 into[...] = p.grad
@@ -145,25 +145,3 @@ def all_reduce_gradients(optimizer, *values):
 
 def _views(flat):
     return [p._grad_into for p in flat.params]
-
-
-def _widened(flat, extra):
-    """The flat gradient buffer of ``flat`` (an optimiser's ``_FlatGroup``) with ``extra`` slots after
-    the gradients, made once: the group's ``grad`` and each parameter's place in it become views into
-    the wider buffer, so that the step's values travel in the gradients' all-reduce at no extra call."""
-    wide = getattr(flat, "_distributed_buffer", None)
-    if wide is not None and wide.size - flat.grad.size >= extra:
-        return wide[:flat.grad.size + extra]
-    xp = backend.get_array_module(flat.grad)
-    size = flat.grad.size
-    wide = xp.empty((size + max(extra, 4),), dtype=flat.grad.dtype)
-    wide[:size] = flat.grad
-    old = {id(p._grad_into): None for p in flat.params}
-    for p, (a, b) in zip(flat.params, flat.bounds):
-        view = wide[a:b].reshape(p.shape)
-        if p.grad is not None and id(p.grad) in old:
-            p.grad = view
-        p._grad_into = view
-    flat.grad = wide[:size]
-    flat._distributed_buffer = wide
-    return wide[:size + extra]

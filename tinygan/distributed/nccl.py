@@ -17,11 +17,7 @@ from . import DistributedError
 
 
 def _module():
-    get = getattr(backend, "nccl", None)
-    if get is None:
-        raise DistributedError("data parallelism on GPUs needs tinygan.backend.nccl() (the backend's door to "
-                               "cupy.cuda.nccl), which this tinygan lacks")
-    nccl = get()
+    nccl = backend.nccl()
     if not getattr(nccl, "available", True):
         raise DistributedError("NCCL cannot be loaded by CuPy: pip install nvidia-nccl-cu12 (or -cu13), "
                                "or run with --backend numpy")
