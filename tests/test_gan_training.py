@@ -166,7 +166,9 @@ def test_cgan_fixed_grid_has_one_row_per_digit_and_generate_returns_labels():
     assert backend.rng_state() == state            # evaluation does not move the training's noise
     np.testing.assert_array_equal(out["labels"], np.arange(23) % 10)
     assert out["samples"].shape == (23, 1, 28, 28) and out["samples"].dtype == np.float32
-    np.testing.assert_array_equal(out["samples"], trainer.generate(23, seed=5)["samples"])
+    # the same noise and labels whatever the chunk; BLAS picks its kernel by the number of rows, so
+    # a batch of 10 and one of 23 may round differently in the last bit
+    np.testing.assert_allclose(out["samples"], trainer.generate(23, seed=5)["samples"], rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------
