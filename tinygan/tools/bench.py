@@ -4,6 +4,7 @@
     python -m tinygan.bench --threads 1 --json    # one BLAS thread, JSON lines too
     python -m tinygan.bench --backend cupy --only began64_n64
     python -m tinygan.bench --ops --only began64_n64    # device operations per step, by kind
+    python -m tinygan.bench --threads 1 --torch ~/torchref/bin/python   # and PyTorch's same steps
 
 What one run measures:
 
@@ -44,6 +45,12 @@ smaller product even when idle, so comparing it with the 2048^3 peak would
 flag a quiet device.) ``--threads N`` sets the BLAS thread count
 (the process restarts itself with the variable set, since BLAS reads it when
 NumPy loads).
+
+``--torch PYTHON`` then times the same BEGAN and MLP GAN steps in PyTorch on
+the CPU, with that interpreter (a virtual environment with ``pip install
+torch``; tinygan never imports torch) running ``benchmarks/torch_ref/bench.py``
+of the source tree at the same thread count, and prints the ratios: figures
+taken in one run, as comparisons must be on a shared machine.
 """
 from __future__ import annotations
 
@@ -298,6 +305,50 @@ def _ops_table(rows, top=12):
     return "\n".join(lines)
 
 
+#: PyTorch's configuration (benchmarks/torch_ref/bench.py: name, image size, n) -> ours
+_TORCH_NAMES = {("began", 32, 32): "began32_n32", ("began", 64, 64): "began64_n64",
+                ("began", 64, 128): "began64_n128", ("mlp_gan", 28, 256): "mlp_mnist"}
+TORCH_REF = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                         "benchmarks", "torch_ref")
+
+
+def torch_reference(python, threads, steps, warmup, ref=TORCH_REF, kinds=("began", "mlp_gan")):
+    """PyTorch's s/step for our configurations ({name: s_med}), timed by ``python`` (an interpreter
+    with torch) running the reference script at ``threads`` threads; one clear error if it cannot."""
+    import subprocess
+    script = os.path.join(ref, "bench.py")
+    if not os.path.isfile(script):
+        raise RuntimeError(f"--torch: the PyTorch reference {script} is not here (it ships with the source "
+                           "tree: run the benchmark from a clone of tinygan)")
+    cmd = [python, script, "--threads", str(threads), "--only", ",".join(kinds),
+           "--steps", str(steps), "--warmup", str(warmup)]
+    try:
+        done = subprocess.run(cmd, cwd=ref, capture_output=True, text=True)
+    except OSError as e:
+        raise RuntimeError(f"--torch: cannot run {python!r} ({e.strerror}): give the python of a "
+                           "virtual environment with torch installed") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"--torch: {python} {script} failed: {last}")
+    out = {}
+    for line in done.stdout.splitlines():
+        row = json.loads(line)
+        name = _TORCH_NAMES.get((row.get("config"), row.get("image_size"), row.get("n")))
+        if name is not None:
+            out[name] = row["s_med"]
+    return out
+
+
+def _torch_table(rows, torch_s, threads):
+    lines = [f"\nSide by side with PyTorch, same step, same run (threads: {threads or 'default'}):",
+             f"{'config':<14}{'tinygan s':>11}{'PyTorch s':>11}{'ratio':>8}"]
+    for r in rows:
+        if r["config"] in torch_s:
+            t = torch_s[r["config"]]
+            lines.append(f"{r['config']:<14}{r['s_med']:>11.3f}{t:>11.3f}{r['s_med'] / t:>8.2f}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinygan.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -311,6 +362,9 @@ def main(argv=None):
                    help="also print each configuration's device operations per step by kind, as CuPy would launch them")
     p.add_argument("--device", type=int, default=None, metavar="N",
                    help="with --backend cupy: the GPU to use, counted among those CUDA_VISIBLE_DEVICES shows")
+    p.add_argument("--torch", default=None, metavar="PYTHON",
+                   help="also time the same BEGAN and MLP GAN steps in PyTorch (CPU) with this interpreter, "
+                        "one that has torch installed, and print the ratios")
     args = p.parse_args(argv)
     if args.threads is not None:
         _restart_with_threads(args.threads)
@@ -321,6 +375,13 @@ def main(argv=None):
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
 
+    if args.torch is not None:  # before any measuring: a typo should not cost a whole benchmark
+        import shutil
+        if not os.path.isfile(os.path.join(TORCH_REF, "bench.py")):
+            p.error(f"--torch: the PyTorch reference {TORCH_REF} is not here (it ships with the source tree: "
+                    "run the benchmark from a clone of tinygan)")
+        if shutil.which(args.torch) is None:
+            p.error(f"--torch: no interpreter {args.torch!r}: give the python of a virtual environment with torch")
     from tinygan import backend
     try:
         backend.use(args.backend) if args.device is None else backend.use(args.backend, device=args.device)
@@ -343,6 +404,20 @@ def main(argv=None):
     print(_table(rows, peak, threads, args.backend))
     if args.ops:
         print(_ops_table(rows))
+    if args.torch:
+        try:
+            kinds = sorted({k for k, _, _ in _TORCH_NAMES if any(_TORCH_NAMES[t] in names for t in _TORCH_NAMES if t[0] == k)})
+            torch_s = torch_reference(args.torch, int(threads) if threads else os.cpu_count(), args.steps,
+                                      args.warmup, kinds=kinds) if kinds else {}
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(_torch_table(rows, torch_s, threads))
+        if args.json:
+            for r in rows:
+                if r["config"] in torch_s:
+                    print(json.dumps({"config": r["config"], "torch_s_med": torch_s[r["config"]],
+                                      "ratio": r["s_med"] / torch_s[r["config"]]}), flush=True)
     return 0
 
 
