@@ -1,6 +1,7 @@
 """The CPU split (backend.split_run): ops split over threads give bit for bit the single-thread result.
 
-Every op that splits its work (ELU and its derivative, the Winograd transforms and the tile copy)
+Every op that splits its work (ELU and its derivative, the Winograd transforms, the tile copy, im2col
+and col2im)
 splits along an axis it does not reduce over, so each element is computed by the same instructions
 as without the split. Tests run on tiny shapes, so the threshold is lowered to split them all.
 """
@@ -18,9 +19,11 @@ def _run(shape, cin, cout, padding):
     x = tg.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
     w = tg.tensor(rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * 0.3, requires_grad=True)
     b = tg.tensor(rng.standard_normal(cout).astype(np.float32), requires_grad=True)
+    w2 = tg.tensor(rng.standard_normal((cout, cout, 3, 3)).astype(np.float32) * 0.3, requires_grad=True)
     y = F.elu(F.conv2d(F.elu(x), w, b, padding=padding))
+    y = F.conv2d(y, w2, stride=2, padding=1)                 # im2col and col2im, also split
     (y * tg.tensor(rng.standard_normal(y.shape).astype(np.float32))).sum().backward()
-    return [a.copy() for a in (y.data, x.grad, w.grad, b.grad)]
+    return [a.copy() for a in (y.data, x.grad, w.grad, b.grad, w2.grad)]
 
 
 @pytest.mark.parametrize("shape, cin, cout, padding", [((2, 3, 9, 7), 3, 4, 1), ((3, 2, 12, 12), 2, 5, 0)])

@@ -10,6 +10,7 @@ weight (in, out, kh, kw).
 """
 from __future__ import annotations
 
+from .. import backend
 from ..tensor import Tensor
 from .core import _check_nchw, _gemm, pair, _require, _same_backend, _wants, _xp, profiled
 from .winograd import _conv2d_winograd
@@ -47,7 +48,9 @@ def _im2col(xt, kh, kw, sh, sw, ho, wo, xp):
     s0, s1, s2, s3 = xt.strides
     win = xp.lib.stride_tricks.as_strided(xt, shape=(ho, wo, n, kh, kw, c),
                                           strides=(s0 * sh, s1 * sw, s2, s0, s1, s3))
-    return win.reshape(ho * wo * n, kh * kw * c)
+    cols = xp.empty(win.shape, dtype=xt.dtype)
+    backend.split_run(xp, lambda rows: cols.__setitem__(rows, win[rows]), ho, cols.size)  # a copy: 1 thread in NumPy
+    return cols.reshape(ho * wo * n, kh * kw * c)
 
 
 @profiled("transform")
@@ -60,9 +63,12 @@ def _col2im(cols, shape, sh, sw, xp):
     """
     ho, wo, _, kh, kw, _ = cols.shape
     out = xp.zeros(shape, dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            out[i:i + sh * ho:sh, j:j + sw * wo:sw] += cols[:, :, :, i, j]
+
+    def images(part):  # the images are independent: split over the CPU cores (backend.split_run)
+        for i in range(kh):
+            for j in range(kw):
+                out[i:i + sh * ho:sh, j:j + sw * wo:sw, part] += cols[:, :, part, i, j]
+    backend.split_run(xp, images, shape[2], out.size)
     return out
 
 
