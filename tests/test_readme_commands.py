@@ -63,8 +63,19 @@ def tiny_data(folder):
     return faces, mnist
 
 
+def fake_torch_python(folder):
+    """An 'interpreter with torch' for bench --torch: prints the reference's JSON line for the MLP GAN
+    (the library and its tests never import torch; tests/test_bench_torch.py checks the parsing)."""
+    path = folder / "torch-python"
+    path.write_text('#!/bin/sh\necho \'{"config": "mlp_gan", "image_size": 28, "n": 256, "s_med": 0.02}\'\n')
+    path.chmod(0o755)
+    return str(path)
+
+
 def tiny(command, faces, mnist):
     argv = shlex.split(command)
+    if "--torch" in argv:
+        argv[argv.index("--torch") + 1] = fake_torch_python(faces.parent)
     program = argv[2] if argv[1] == "-m" else Path(argv[1]).name
     argv = [sys.executable] + [str(ROOT / a) if a.startswith("examples/") else a for a in argv[1:]]
     argv = [str(faces) if a in ("PATH/TO/FACES", "PATH", "~/data/lfw-deepfunneled") else
