@@ -235,6 +235,18 @@ def test_a_consistently_wrong_matrix_is_caught_by_the_forward_check(monkeypatch,
 
 # ---- work buffers and backends ------------------------------------------------------------------
 
+def test_the_tile_buffers_border_is_zero_whatever_came_before():
+    """The tile buffer's zero border is filled again only when its layout changes: a conv without
+    padding (which writes the whole buffer) between two padded ones must not leave data there."""
+    w = T(normal((3, 2, 3, 3), 27))
+    padded, whole = T(normal((1, 2, 8, 8), 28)), T(normal((1, 2, 10, 10), 29))   # both tile to 10x10
+    first = F.conv2d(padded, w, padding=1).numpy()
+    F.conv2d(whole, w)                     # the same buffer and shape, data all the way to the edges
+    again = F.conv2d(padded, w, padding=1).numpy()
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(again, direct(padded, w, None, padding=1).numpy(), rtol=0, atol=1e-4)
+
+
 def test_reused_work_buffers_never_leak_into_results():
     w, b = T(normal((3, 2, 3, 3), 23)), T(normal((3,), 24))
     x1, x2 = T(normal((2, 2, 8, 8), 25)), T(normal((2, 2, 8, 8), 26))

@@ -67,7 +67,8 @@ def _col2im(cols, shape, sh, sw, xp):
     def images(part):  # the images are independent: split over the CPU cores (backend.split_run)
         for i in range(kh):
             for j in range(kw):
-                out[i:i + sh * ho:sh, j:j + sw * wo:sw, part] += cols[:, :, part, i, j]
+                dest = out[i:i + sh * ho:sh, j:j + sw * wo:sw, part]
+                dest += cols[:, :, part, i, j]  # in place (out[...] += would add, then copy onto itself)
     backend.split_run(xp, images, shape[2], out.size)
     return out
 
