@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from tinygan import backend, distributed  # noqa: E402
 from tinygan.tools import cli  # noqa: E402
 from tinygan.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from tinygan.data import DataError, load_faces  # noqa: E402
+from tinygan.data import DataError, hflip, load_faces  # noqa: E402
 from tinygan.train.images import save_grid  # noqa: E402
 from tinygan.eval.metrics import sliced_wasserstein  # noqa: E402
 from tinygan.gan import BEGANDecoder, BEGANDiscriminator  # noqa: E402
@@ -45,7 +45,9 @@ EXAMPLE = "began_faces"
 CPU_COMMAND = "python examples/began_faces.py --data PATH --size 32 --filters 32 --epochs 10"
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
 RUN_OWN = ("size", "filters", "hidden", "skip", "crop", "gamma", "lambda_k", "batch_size", "seed",
-           "lr", "lr_min", "lr_window", "data")
+           "lr", "lr_min", "lr_window", "data", "flip")
+#: Flags added after runs were saved without them, and the value those runs trained with.
+INTRODUCED = {"flip": False}
 
 
 def build_parser():
@@ -65,6 +67,9 @@ def build_parser():
                    help="steps per window of the stall test: lr halves when a window's mean M is not 2%% below the best window's")
     g.add_argument("--skip", action=argparse.BooleanOptionalAction, default=False,
                    help="the paper's skip connections (8x8 start of the decoder concatenated after each upsampling)")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="mirror each face left to right with probability 1/2, a coin per image and epoch drawn "
+                        "from (--seed, epoch), as face GANs train (--no-flip: the photos as they are)")
     g.add_argument("--crop", type=cli.positive_int, default=128, help="side of the centred square cut from each photo before resizing (LFW frames are 250 px)")
     g.add_argument("--sample-every", type=cli.count, default=500, help="steps between grid_step*.png sample grids (0: off)")
     g.add_argument("--num-samples", type=cli.count, default=1000, help="samples written to samples.npy at the end (0: none)")
@@ -175,7 +180,8 @@ def main(argv=None):
         if args.sample:
             cli.use_backend(args.backend, args.device)
             return sample_from_run(args)
-        args = cli.prepare_run(args, given, example=EXAMPLE, run_own=RUN_OWN, default_out=default_out)
+        args = cli.prepare_run(args, given, example=EXAMPLE, run_own=RUN_OWN, default_out=default_out,
+                               introduced=INTRODUCED)
         if args.lr_min > args.lr:
             cli.fail(f"--lr-min {args.lr_min} is above --lr {args.lr}; the floor must not exceed the learning rate")
         cli.use_backend(args.backend, args.device, cpu_command=CPU_COMMAND)
@@ -191,7 +197,7 @@ def main(argv=None):
         config = cli.loop_config(args, num_samples=args.num_samples)
         steps = [(args.sample_every, grid_hook(trainer, scale=2 if args.size <= 32 else 1, every_steps=True))]
         out = fit(trainer, (images,), config, to_device, epoch_hooks=epoch_hooks(trainer, images, args),
-                  step_hooks=steps)
+                  step_hooks=steps, augment=hflip(args.seed, len(images)) if args.flip else None)
     if distributed.is_main():  # under mpiexec, rank 0 alone speaks
         print(f"done: {out}", file=sys.stderr)
 

@@ -44,6 +44,19 @@ def test_resume_restores_saved_settings_unless_given_again(tmp_path):
     assert (args.epochs, args.sample_every, args.filters) == (30, 0, 32)   # how long and how often: the command line
 
 
+def test_a_run_saved_before_a_flag_existed_resumes_with_the_value_it_trained_with(tmp_path):
+    """A flag added later (began_faces' --flip): the old run lacks it and keeps its old behaviour."""
+    p = make_parser()
+    p.add_argument("--flip", action="store_true", default=True)
+    run = saved_run(tmp_path, epochs=8, filters=32)
+    args, given = cli.parse_args(p, ["--resume", run])
+    args = cli.prepare_run(args, given, example="test", run_own=("filters", "flip"), introduced={"flip": False})
+    assert args.flip is False and args.filters == 32
+    args, given = cli.parse_args(p, ["--resume", run])
+    with pytest.raises(SystemExit):  # without it, the old run is refused as not this example's
+        cli.prepare_run(args, given, example="test", run_own=("filters", "flip"))
+
+
 def test_a_saved_max_steps_does_not_cut_short_a_run_extended_with_epochs(tmp_path):
     run = saved_run(tmp_path, epochs=2, max_steps=5)
     args, given = parse(["--resume", run, "--epochs", "10"])

@@ -7,6 +7,7 @@ Everything here runs on the host with NumPy and returns ``uint8`` or
 * :func:`load_faces` - LFW deep-funneled or any folder/archive of photos,
   grayscale excluded, centre-cropped and resized, cached as ``.npy``.
 * :data:`MIXTURES`, :func:`sample_mixture` - the ring and grid mixtures.
+* :func:`hflip`, :func:`flip_mask` - horizontal-flip augmentation drawn from (seed, epoch).
 * :func:`fingerprint` - a short hash of arrays, for checkpoints to record
   what the data was.
 * :func:`fetch`, :class:`Source`, :func:`download`, :func:`safe_extract`,
@@ -18,6 +19,7 @@ notes that are not errors are :class:`DataWarning` (one line each).
 """
 
 from .archive import safe_extract
+from .augment import flip_mask, hflip
 from .cache import cache_lock
 from .download import Fetched, Source, default_cache_dir, download, fetch, md5sum, sha256sum
 from .errors import DataError, DataWarning, DownloadError
@@ -27,7 +29,7 @@ from .mnist import read_idx, load_mnist
 from .toy import MIXTURES, Mixture, sample_mixture
 
 __all__ = [
-    "DataError",
+    "DataError", "flip_mask", "hflip",
     "DataWarning",
     "DownloadError",
     "default_cache_dir",

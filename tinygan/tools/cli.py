@@ -132,7 +132,7 @@ def _one_line_warning(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
 
 
-def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None):
+def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None, introduced=None):
     """Settle the run folder and the settings before any work starts.
 
     A new run: ``--out`` (or ``default_out(args)``) must not hold a run unless
@@ -143,7 +143,9 @@ def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None
     other saved flag is restored unless the command line gives it again
     (``--epochs``/``--max-steps`` go together: naming either says how long).
     Prints the flags that change. ``reasons`` may say, per flag, why it is the
-    run's own. Returns ``args``.
+    run's own. ``introduced`` maps a flag added in a later version to the value
+    that runs saved before it had (a resumed old run keeps training as it did).
+    Returns ``args``.
     """
     reasons = reasons or {}
     args.example = example
@@ -162,6 +164,7 @@ def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None
         if saved.get("example", example) != example:
             fail(f"--resume: {out} holds a run of {saved['example']}, not of {example}; "
                  f"continue it with examples/{saved['example']}.py")
+        saved = {**(introduced or {}), **saved}
         missing = [name for name in run_own if name not in saved]
         if missing:
             fail(f"--resume: {out / 'config.json'} lacks the setting {missing[0]!r} of this run; "

@@ -108,9 +108,11 @@ def grid_hook(trainer, scale=1, nrow=None, every_steps=False):
     return hook
 
 
-def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks=(), say=None):
+def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks=(), say=None, augment=None):
     """Train ``trainer`` on ``data`` (a tuple of equal-length host arrays) as ``config`` says.
 
+    ``augment(epoch, idx, host_batch_tuple) -> host_batch_tuple``, when given, changes each
+    minibatch on the host first (``tinygan.data.hflip``); ``idx`` are the examples' indices.
     ``to_device(host_batch_tuple) -> batch`` turns a minibatch of host arrays
     into what ``trainer.step`` takes (e.g. uint8 -> float32 in [-1, 1] on the
     device). ``epoch_hooks`` are called as ``hook(epoch, run_dir)`` after each
@@ -156,7 +158,7 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
         if main:
             with atomic_write(out / CONFIG) as fh:
                 fh.write(json.dumps(asdict(config), indent=2, default=str).encode())
-        return _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, pos, identity,
+        return _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, pos, identity, augment,
                       n, steps_per_epoch)
     finally:
         lock.release()
@@ -234,7 +236,7 @@ def _resume(trainer, out, saved, steps_per_epoch):
     return pos
 
 
-def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, pos, identity, n,
+def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, pos, identity, augment, n,
            steps_per_epoch):
     ckpt_path = out / CHECKPOINT
     main = distributed.is_main()
@@ -294,7 +296,10 @@ def _train(trainer, data, config, to_device, epoch_hooks, step_hooks, say, out, 
                 while pos.position < steps_per_epoch and pos.step < total:
                     idx = order[pos.position * config.batch_size:(pos.position + 1) * config.batch_size]
                     idx = distributed.shard_indices(idx, parts)  # this rank's share of the global batch
-                    step_metrics = trainer.step(to_device(tuple(d[idx] for d in data)))
+                    batch = tuple(d[idx] for d in data)
+                    if augment is not None:
+                        batch = augment(pos.epoch, idx, batch)
+                    step_metrics = trainer.step(to_device(batch))
                     pos.step, pos.position = pos.step + 1, pos.position + 1
                     metrics.add(dict(step_metrics, step=pos.step, epoch=pos.epoch + pos.position / steps_per_epoch))
                     bar.update(1)
