@@ -13,7 +13,7 @@ from __future__ import annotations
 from .. import backend
 from ..tensor import Tensor
 from .core import _check_nchw, _gemm, pair, _require, _same_backend, _wants, _xp, profiled
-from .winograd import _conv2d_winograd
+from .winograd import _conv2d_winograd, _to_tiles
 
 __all__ = ["conv2d", "conv_transpose2d", "avg_pool2d"]
 
@@ -28,13 +28,11 @@ __all__ = ["conv2d", "conv_transpose2d", "avg_pool2d"]
 # memory orders.
 
 def _padded(x, ph, pw, xp):
-    """(Hp, Wp, N, C): NCHW ``x`` moved channels-last, with ``ph`` and ``pw`` zero rows and columns around it."""
-    n, c, h, w = x.shape
-    out = xp.empty((h + 2 * ph, w + 2 * pw, n, c), dtype=x.dtype)
-    if ph or pw:
-        out.fill(0)  # one pass for the border (four slabs would be four device operations)
-    out[ph:ph + h, pw:pw + w] = x.transpose(2, 3, 0, 1)
-    return out
+    """(Hp, Wp, N, C): NCHW ``x`` moved channels-last with ``ph`` and ``pw`` zero rows and columns
+    around it. It is the Winograd path's tile buffer (a reused work buffer, valid until the next
+    conv asks for it), so every caller here consumes it at once (im2col copies it)."""
+    h, w = x.shape[2:]
+    return _to_tiles(x, ph, pw, h + 2 * ph, w + 2 * pw, xp)
 
 
 @profiled("transform")
@@ -182,9 +180,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         out += bias.data
 
     def backward(g):
-        gpad = xp.zeros((hf, wf, n, cout), dtype=g.dtype)
-        gpad[ph:ph + ho, pw:pw + wo] = g.transpose(2, 3, 0, 1)
-        gcols = _im2col(gpad, kh, kw, sh, sw, h, w, xp)                 # (H*W*N, kh*kw*Cout)
+        gcols = _im2col(_padded(g, ph, pw, xp), kh, kw, sh, sw, h, w, xp)  # (H*W*N, kh*kw*Cout)
         gx = _gemm(gcols, w2.T).reshape(h, w, n, cin).transpose(2, 3, 0, 1) if _wants(x) else None
         gw = _gemm(x2.T, gcols).reshape(cin, kh, kw, cout).transpose(0, 3, 1, 2) if _wants(weight) else None
         gb = g.sum(axis=(0, 2, 3)) if _wants(bias) else None

@@ -18,14 +18,18 @@ from .core import _gemm, _wants, _xp, profiled
 # for the same tag; nothing that leaves an op (outputs, gradients) lives in one. They
 # stay allocated between steps (BEGAN 64x64, n = 64: about 250 MB) until _release_scratch().
 _SCRATCH = {}
-_TILES_ZEROED = {}  # dtype -> (the "tiles" buffer, the layout whose border it last zeroed)
+_TILES_ZEROED = {}  # scratch key -> (the "tiles" buffer, the layout whose border it last zeroed)
+
+
+def _scratch_key(xp, tag, dtype):
+    return backend.cache_key(xp), tag, dtype
 
 
 def _scratch(xp, tag, shape, dtype):
     size = 1
     for d in shape:
         size *= d
-    key = (backend.cache_key(xp), tag, dtype)
+    key = _scratch_key(xp, tag, dtype)
     buf = _SCRATCH.get(key)
     if buf is None or buf.size < size:
         _SCRATCH.pop(key, None)  # drop the old one before allocating the larger one
@@ -114,7 +118,9 @@ def _kron(mat):
 
 @profiled("transform")
 def _to_tiles(x, top, left, hp, wp, xp):
-    """(hp, wp, N, C) work array: NCHW ``x`` moved to rows x columns x batch x channels, zero-padded.
+    """(hp, wp, N, C) work array: NCHW ``x`` moved to rows x columns x batch x channels, zero-padded
+    (``top`` rows above, ``left`` columns before, the rest below and after). The direct convs pad
+    through it too (conv._padded).
 
     In this layout a tile row (all columns, images and channels) is one long
     contiguous vector, so each 1-D transform is a few large products. An
@@ -123,16 +129,16 @@ def _to_tiles(x, top, left, hp, wp, xp):
     """
     n, c, h, w = x.shape
     out = _scratch(xp, "tiles", (hp, wp, n, c), x.dtype)
-    buffer = _SCRATCH[(backend.cache_key(xp), "tiles", x.dtype)]
-    layout = (out.shape, top, left, h, w)
-    zeroed = _TILES_ZEROED.get(buffer.dtype)
+    key = _scratch_key(xp, "tiles", x.dtype)
+    buffer, layout = _SCRATCH[key], (out.shape, top, left, h, w)
+    zeroed = _TILES_ZEROED.get(key)
     if (hp, wp) == (h, w):
-        _TILES_ZEROED.pop(buffer.dtype, None)  # no border: the input fills the buffer
+        _TILES_ZEROED.pop(key, None)  # no border: the input fills the buffer
     elif zeroed is None or zeroed[0] is not buffer or zeroed[1] != layout:
         out.fill(0)  # one pass for the border (four slabs would be four device operations)
         # only this function writes the buffer, and only inside the border: while the layout
         # stays, the border stays zero (BEGAN 64x64 on a device: 45 of 81 fills skipped)
-        _TILES_ZEROED[buffer.dtype] = (buffer, layout)
+        _TILES_ZEROED[key] = (buffer, layout)
     inner, xt = out[top:top + h, left:left + w], x.transpose(2, 3, 0, 1)
     backend.split_run(xp, lambda s: inner.__setitem__(s, xt[s]), h, x.size)  # a copy: NumPy's is 1 thread
     return out
