@@ -25,6 +25,7 @@ uses only functions that NumPy and CuPy both have, with the same meaning.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 
@@ -378,7 +379,6 @@ def cpu_workers(xp) -> int:
     """
     if not is_numpy(xp):
         return 1
-    import os
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if os.environ.get(var, "").isdigit():
             return max(1, int(os.environ[var]))

@@ -406,7 +406,7 @@ def main(argv=None):
         print(_ops_table(rows))
     if args.torch:
         try:
-            kinds = sorted({k for k, _, _ in _TORCH_NAMES if any(_TORCH_NAMES[t] in names for t in _TORCH_NAMES if t[0] == k)})
+            kinds = sorted({kind for (kind, _, _), ours in _TORCH_NAMES.items() if ours in names})
             torch_s = torch_reference(args.torch, int(threads) if threads else os.cpu_count(), args.steps,
                                       args.warmup, kinds=kinds) if kinds else {}
         except RuntimeError as e:

@@ -137,7 +137,7 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
     lock = RunLock(out)
 
     def settle_folder():  # rank 0 only; its errors are raised on every rank
-        lock.__enter__()
+        lock.claim()
         if config.resume:
             return _read_resume(out, identity)
         info = check_new_run(out, overwrite=config.overwrite)

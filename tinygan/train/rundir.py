@@ -156,11 +156,15 @@ class RunLock:
     def __init__(self, out):
         self.out, self.fd = Path(out), None
 
-    def __enter__(self):
+    def claim(self):
+        """Check the folder and lock it if it exists (a new run locks it once it is made: acquire())."""
         check_out_folder(self.out)
         if self.out.is_dir():
             self.acquire()
         return self
+
+    def __enter__(self):
+        return self.claim()
 
     def acquire(self):
         if fcntl is None or self.fd is not None:
