@@ -42,7 +42,7 @@ import numpy as np
 
 from ._cupy_api import CupyAPIError, _ELEMENTWISE_FUNCTIONS, _table, cupy_api
 
-__all__ = ["StrictArray", "module", "HostTransferError", "CupyAPIError", "cupy_api", "ops", "reset_ops",
+__all__ = ["StrictArray", "module", "HostTransferError", "CupyAPIError", "cupy_api", "device_memory", "ops", "reset_ops",
            "transfers", "reset_transfers", "matmul_out_copies", "matmul_out_copy_bytes"]
 
 
@@ -125,6 +125,12 @@ def _unwrap(x):
     if isinstance(x, dict):
         return {k: _unwrap(v) for k, v in x.items()}
     return x
+
+
+def device_memory(a):
+    """The NumPy array behind a StrictArray (the emulated device memory itself, no transfer counted),
+    for collectives that run in device memory as NCCL does (tinygan.distributed); others as they are."""
+    return a._a if isinstance(a, StrictArray) else a
 
 
 def _wrap(x):

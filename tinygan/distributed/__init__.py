@@ -228,7 +228,7 @@ def root_first(work):
 
 def _raw(a):
     """The host memory behind an array of the NumPy or strict backend (the emulation's device memory)."""
-    return a._a if isinstance(a, _strict.StrictArray) else a
+    return _strict.device_memory(a)
 
 
 def all_reduce_mean(flat):
