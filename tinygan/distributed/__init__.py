@@ -237,7 +237,7 @@ def all_reduce_mean(flat):
     if w.size == 1:
         return flat
     start = time.perf_counter()
-    if backend.current() == "cupy":
+    if backend.device() is not None:  # on a GPU: NCCL, in device memory
         from . import nccl
         nccl.all_reduce_mean(w, flat)
     else:
@@ -260,7 +260,7 @@ def broadcast(value, root=0):
     w = init()
     if w.size == 1:
         return value
-    if backend.current() == "cupy" and not backend.is_host(value):
+    if backend.device() is not None and not backend.is_host(value):
         from . import nccl
         return nccl.broadcast(w, value, root)
     buf = _raw(value)
