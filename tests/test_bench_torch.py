@@ -35,6 +35,15 @@ def test_a_failing_reference_says_why_in_one_line(tmp_path):
         bench.torch_reference(sys.executable, 1, 1, 0, ref=ref)
 
 
+def test_other_output_is_skipped_and_broken_json_named(tmp_path):
+    ref = _ref(tmp_path, "print('a warning from torch')\nprint('{\"config\": \"mlp_gan\", \"image_size\": 28, "
+                         "\"n\": 256, \"s_med\": 0.02}')\n")
+    assert bench.torch_reference(sys.executable, 1, 1, 0, ref=ref) == {"mlp_mnist": 0.02}
+    ref = _ref(tmp_path, "print('{not json')\n")
+    with pytest.raises(RuntimeError, match=r"printed a line that is not JSON: '\{not json'"):
+        bench.torch_reference(sys.executable, 1, 1, 0, ref=ref)
+
+
 def test_a_missing_interpreter_or_script_is_named(tmp_path):
     with pytest.raises(RuntimeError, match=r"--torch: cannot run '/no/such/python'"):
         bench.torch_reference("/no/such/python", 1, 1, 0, ref=_ref(tmp_path, ""))

@@ -332,7 +332,12 @@ def torch_reference(python, threads, steps, warmup, ref=TORCH_REF, kinds=("began
         raise RuntimeError(f"--torch: {python} {script} failed: {last}")
     out = {}
     for line in done.stdout.splitlines():
-        row = json.loads(line)
+        if not line.startswith("{"):
+            continue  # anything else the script or torch prints
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise RuntimeError(f"--torch: {script} printed a line that is not JSON: {line[:80]!r}") from None
         name = _TORCH_NAMES.get((row.get("config"), row.get("image_size"), row.get("n")))
         if name is not None:
             out[name] = row["s_med"]
