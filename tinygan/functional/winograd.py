@@ -119,25 +119,20 @@ def _kron(mat):
 @profiled("transform")
 def _to_tiles(x, top, left, hp, wp, xp):
     """(hp, wp, N, C) work array: NCHW ``x`` moved to rows x columns x batch x channels, zero-padded
-    (``top`` rows above, ``left`` columns before, the rest below and after). The direct convs pad
-    through it too (conv._padded).
+    (``top`` rows above, ``left`` columns before). The direct convs pad through it too (conv._padded).
 
-    In this layout a tile row (all columns, images and channels) is one long
-    contiguous vector, so each 1-D transform is a few large products. An
-    input that already has this memory order (the output of a 3x3 conv, and
-    elementwise ops of it) is copied without transposing.
+    In this layout a tile row (all columns, images and channels) is one long contiguous vector,
+    so each 1-D transform is a few large products. An input that already has this memory order
+    (the output of a 3x3 conv, and elementwise ops of it) is copied without transposing.
     """
     n, c, h, w = x.shape
     out = _scratch(xp, "tiles", (hp, wp, n, c), x.dtype)
     key = _scratch_key(xp, "tiles", x.dtype)
     buffer, layout = _SCRATCH[key], (out.shape, top, left, h, w)
-    zeroed = _TILES_ZEROED.get(key)
-    if (hp, wp) == (h, w):
-        _TILES_ZEROED.pop(key, None)  # no border: the input fills the buffer
-    elif zeroed is None or zeroed[0] is not buffer or zeroed[1] != layout:
-        out.fill(0)  # one pass for the border (four slabs would be four device operations)
-        # only this function writes the buffer, and only inside the border: while the layout
-        # stays, the border stays zero (BEGAN 64x64 on a device: 45 of 81 fills skipped)
+    zeroed = _TILES_ZEROED.pop(key, (None, None))  # only this function writes the buffer, inside the border:
+    if (hp, wp) != (h, w):                          # while the layout stays, the border stays zero
+        if zeroed[0] is not buffer or zeroed[1] != layout:  # (BEGAN 64x64, device: 45 of 81 fills skipped)
+            out.fill(0)  # one pass for the border (four slabs would be four device operations)
         _TILES_ZEROED[key] = (buffer, layout)
     inner, xt = out[top:top + h, left:left + w], x.transpose(2, 3, 0, 1)
     backend.split_run(xp, lambda s: inner.__setitem__(s, xt[s]), h, x.size)  # a copy: NumPy's is 1 thread
