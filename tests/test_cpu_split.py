@@ -5,6 +5,11 @@ and col2im)
 splits along an axis it does not reduce over, so each element is computed by the same instructions
 as without the split. Tests run on tiny shapes, so the threshold is lowered to split them all.
 """
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -65,3 +70,31 @@ def test_devices_and_small_ops_are_not_split(monkeypatch):
     assert parts == [slice(0, 100)]
     with backend.using("strict"):
         assert backend.cpu_workers(backend.xp()) == 1
+
+
+_HEAP_PROBE = """
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+from tinygan import backend
+a = np.ones(40 << 18, dtype=np.float32)       # 40 MB: above glibc's largest default mmap threshold
+addr = a.ctypes.data
+for line in open("/proc/self/maps"):
+    lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
+    if lo <= addr < hi:
+        print(backend.HOST_ALLOCATOR_TUNED, "[heap]" in line)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="the host allocator tuning is glibc's mallopt")
+@pytest.mark.parametrize("env, expected", [({}, "True True"), ({"TINYGAN_MALLOC": "default"}, "False False")])
+def test_large_host_blocks_come_from_the_reused_heap(env, expected):
+    """With the tuning, a 40 MB array lives in malloc's heap (freed blocks are reused, no fresh page
+    faults each step); TINYGAN_MALLOC=default leaves glibc's default, a fresh mmap per block."""
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, **env))
+    assert out.stdout.split() == expected.split()
