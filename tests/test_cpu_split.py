@@ -79,13 +79,13 @@ import subprocess
 import sys
 
 import numpy as np
-from tinygan import backend
+from tinygan import _malloc, backend
 a = np.ones(40 << 18, dtype=np.float32)       # 40 MB: above glibc's largest default mmap threshold
 addr = a.ctypes.data
 for line in open("/proc/self/maps"):
     lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
     if lo <= addr < hi:
-        print(backend.HOST_ALLOCATOR_TUNED, "[heap]" in line)
+        print(_malloc.TUNED, "[heap]" in line)
 """
 
 

@@ -412,9 +412,10 @@ def test_adam_first_step_moves_by_lr():
     """Bias correction makes the first step lr * sign(g) (up to eps), whatever the gradient's scale."""
     p = nn.Parameter(np.zeros(4))
     opt = optim.Adam([p], lr=0.01)
-    p.grad = np.array([1e-3, -5.0, 200.0, -0.1])
+    g = np.array([1e-3, -5.0, 200.0, -0.1])
+    p.grad = backend.to_device(g)  # gradients live where the parameter does (CuPy refuses a mix)
     opt.step()
-    np.testing.assert_allclose(p.numpy(), -0.01 * np.sign(p.grad), rtol=1e-4)
+    np.testing.assert_allclose(p.numpy(), -0.01 * np.sign(g), rtol=1e-4)
 
 
 def test_adam_through_backward_and_zero_grad():
@@ -436,7 +437,7 @@ def test_adam_through_backward_and_zero_grad():
 def test_optimizer_skips_parameters_without_gradient():
     a, b = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(2))
     opt = optim.Adam([a, b])
-    a.grad = np.ones(2)
+    a.grad = backend.to_device(np.ones(2))
     opt.step()
     np.testing.assert_array_equal(b.numpy(), np.ones(2))
     assert opt.state[1] == {} and 1 not in opt.state_dict()["state"]
@@ -457,7 +458,7 @@ GRADS = [[normal((2, 3), 90 + t), normal(4, 95 + t)] for t in range(5)]
 def _steps(opt, grads):
     for g in grads:
         for p, gp in zip(opt.params, g):
-            p.grad = gp.copy()
+            p.grad = backend.to_device(gp.copy())
         opt.step()
 
 
@@ -508,7 +509,7 @@ def test_optimizer_loaded_from_a_live_state_dict_is_independent(name):
 def test_optimizer_load_state_dict_errors():
     opt = optim.Adam(_two_params(3))
     for p in opt.params:
-        p.grad = np.ones(p.shape)
+        p.grad = backend.to_device(np.ones(p.shape))
     opt.step()
     state = opt.state_dict()
     bad = {"param_groups": state["param_groups"], "state": {0: dict(state["state"][0], exp_avg=np.zeros((3, 2)))}}

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 
 import numpy as np
 
-from . import _strict
+from . import _malloc, _strict
 
 BACKENDS = ("numpy", "cupy", "strict")
 DEFAULT_DTYPE = np.float32
@@ -47,6 +46,7 @@ _name = "numpy"
 _xp = np
 _device = None  # the GPU index under "cupy"; None on the host backends
 _rng = np.random.default_rng(0)
+_malloc.tune()  # host memory: large freed blocks are kept for reuse (see _malloc)
 
 
 def _cupy_package():
@@ -183,6 +183,38 @@ def get_array_module(*arrays):
                                "move them with tinygan.backend.to_device() first")
         found = m
     return found if found is not None else _xp
+
+
+class ElementwiseKernel:
+    """A chain of elementwise arithmetic run as one kernel on a GPU: ``body`` is its CUDA C for
+    ``cupy.ElementwiseKernel(in_params, out_params, body)``, where each array call of the same chain
+    would be a kernel launch of its own; ``host(xp, *args)`` computes the same with array calls on
+    the host backends, and the strict one counts it as the one operation it is on a device.
+
+    Call it with the inputs, then the outputs (written in place; an output may also be read, as in
+    an update ``m = b * m + ...``). Python numbers pass as scalar parameters. Every kernel is kept in
+    ``ElementwiseKernel.all``: tests compile each body with NVRTC for a GPU and, as C++ on the CPU,
+    check it against its host form (tests/test_kernels.py).
+    """
+    all = []
+
+    def __init__(self, name, in_params, out_params, body, host):
+        self.name, self.in_params, self.out_params, self.body, self.host = name, in_params, out_params, body, host
+        self._compiled = None
+        ElementwiseKernel.all.append(self)
+
+    def __call__(self, *args):
+        xp = get_array_module(*(a for a in args if not isinstance(a, np.generic)))  # scalars may be NumPy's
+        if xp is np:
+            self.host(np, *args)
+        elif xp is _strict.module:
+            _strict.ops[f"kernel {self.name}"] += 1
+            self.host(np, *(_strict.device_memory(a) for a in args))
+        else:  # CuPy compiles it on first use and caches the binary per device itself
+            if self._compiled is None:
+                self._compiled = xp.ElementwiseKernel(self.in_params, self.out_params, self.body,
+                                                      f"tinygan_{self.name}")
+            self._compiled(*args)
 
 
 def _label(m):
@@ -362,38 +394,6 @@ def nccl():
         raise BackendError(f"NCCL runs between GPUs: it needs the cupy backend, not {_name!r}")
     from cupy.cuda import nccl as module
     return module
-
-# ---- host memory ----------------------------------------------------------------------------
-# glibc's malloc serves every block above its mmap threshold (which grows to 32 MB at most) from
-# fresh mmap'ed pages and unmaps them on free, so each large temporary of a step (im2col columns,
-# conv outputs, gradients: up to 75 MB at BEGAN 64x64) pays its first-touch page faults again on
-# every step. On a virtual machine that costs far more than using the memory: 75 MB took 234 ms
-# to fault in and 3 ms to fill once faulted. With both thresholds raised, freed blocks stay in the
-# heap and are reused. Measured, BEGAN 64x64 n=64 batch 16, 1 BLAS thread, one run: 5.2 -> 4.3
-# s/step, peak resident memory 1,210 -> 1,195 MB. CuPy keeps its own memory pool on the device.
-HOST_MALLOC_THRESHOLD = 1 << 30
-
-
-def tune_host_allocator() -> bool:
-    """Keep large freed host blocks for reuse (glibc's mallopt); False where malloc is not glibc's.
-
-    Done once when tinygan is imported; TINYGAN_MALLOC=default in the environment leaves malloc as it is.
-    """
-    if os.environ.get("TINYGAN_MALLOC") == "default" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # glibc only: musl and others have no such mallopt parameters
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, HOST_MALLOC_THRESHOLD)) and bool(
-        libc.mallopt(m_trim_threshold, 2 * HOST_MALLOC_THRESHOLD))
-
-
-HOST_ALLOCATOR_TUNED = tune_host_allocator()
-
 
 # ---- CPU threads for the work BLAS does not take ---------------------------------------------
 # A GEMM uses every core through BLAS, but NumPy runs each elementwise op, copy and small batched
