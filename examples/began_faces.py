@@ -34,26 +34,29 @@ from tinygan.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E
 from tinygan.data import DataError, hflip, load_faces  # noqa: E402
 from tinygan.train.images import save_grid  # noqa: E402
 from tinygan.eval.metrics import sliced_wasserstein  # noqa: E402
+from tinygan.eval.diversity import near_duplicate_threshold, near_duplicates  # noqa: E402
 from tinygan.gan import BEGANDecoder, BEGANDiscriminator  # noqa: E402
 from tinygan.train.runlog import read_csv_log, write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
 from tinygan.gan import BEGANTrainer  # noqa: E402
-from tinygan.train import fit, grid_hook, unflatten_state  # noqa: E402
+from tinygan.train import CollapseWatch, fit, grid_hook, unflatten_state  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 EXAMPLE = "began_faces"
 CPU_COMMAND = "python examples/began_faces.py --data PATH --size 32 --filters 32 --epochs 10"
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
 RUN_OWN = ("size", "filters", "hidden", "skip", "crop", "gamma", "lambda_k", "batch_size", "seed",
-           "lr", "lr_min", "lr_window", "data", "flip")
+           "lr", "lr_min", "lr_window", "data", "flip", "ema")
+#: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
+EMA_DECAY = 0.999
 #: Flags added after runs were saved without them, and the value those runs trained with.
-INTRODUCED = {"flip": False}
+INTRODUCED = {"flip": False, "ema": 0.0}
 
 
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:4]))
     cli.add_common_args(
-        p, epochs=150, batch_size=16, lr=1e-4, out=None, out_help="runs/began-lfw-<size>, or runs/began-<folder>-<size>",
+        p, epochs=150, batch_size=16, ema=EMA_DECAY, lr=1e-4, out=None, out_help="runs/began-lfw-<size>, or runs/began-<folder>-<size>",
         data_help="a folder of face images, or a .tgz/.zip of one (e.g. ~/data/lfw-deepfunneled or lfw-deepfunneled.tgz); "
                   "default: download LFW deep-funneled (111 MB, md5-checked) into ~/.cache/tinygan")
     g = p.add_argument_group("BEGAN")
@@ -76,9 +79,11 @@ def build_parser():
     g.add_argument("--swd-samples", type=swd_count, default=1024, help="real and generated images compared by the per-epoch sliced Wasserstein distance (0: off, else at least 2)")
     s = p.add_argument_group("sampling from a trained run (no training)")
     s.add_argument("--sample", metavar="RUN", default=None,
-                   help="load RUN/checkpoint.npz and write samples.png (into --out if given, else into RUN)")
+                   help="load RUN/checkpoint.npz and write samples.png (into --out if given, else into RUN); "
+                        "RUN/best.npz draws from the epoch with the best sliced Wasserstein distance instead")
     s.add_argument("--n", type=cli.positive_int, default=64, help="with --sample: number of samples")
     s.add_argument("--interpolate", action="store_true", help="with --sample: also write a latent walk, samples_interpolation.png")
+    s.add_argument("--raw", action="store_true", help="with --sample: draw from G as trained, not from its average (--ema)")
     return p
 
 
@@ -106,7 +111,7 @@ def build(args):
     G = BEGANDecoder(args.size, args.filters, args.hidden, skip=args.skip)
     D = BEGANDiscriminator(args.size, args.filters, args.hidden, skip=args.skip)
     return BEGANTrainer(G, D, gamma=args.gamma, lambda_k=args.lambda_k, lr=args.lr,
-                        lr_window=args.lr_window, lr_min=args.lr_min)
+                        lr_window=args.lr_window, lr_min=args.lr_min, ema=args.ema or None)
 
 
 def interpolation_strip(trainer, path, rows=8, steps=10, seed=1):
@@ -125,6 +130,11 @@ def epoch_hooks(trainer, images, args):
     swd_real = images[rng.choice(len(images), min(args.swd_samples, len(images)), replace=False)] if args.swd_samples else None
     # SWD runs where G does: the real set goes to the device once, the fakes never leave it
     swd_real = backend.to_device(swd_real.astype(np.float32) / 255) if args.swd_samples else None
+    # the collapse watch: SWD (lower is better) and the share of samples that are not near-duplicates of
+    # another sample (about 0.99 for samples as diverse as the faces; a fall of 0.1 warns)
+    tau = near_duplicate_threshold(swd_real) if args.swd_samples else None
+    watch = CollapseWatch("sliced Wasserstein x1e3", "share of distinct samples", drop=0.1,
+                          say=lambda line: tqdm.write(line, file=sys.stderr))
 
     def reconstructions(epoch, out):
         real = to_device((shown,))[0].data
@@ -144,8 +154,11 @@ def epoch_hooks(trainer, images, args):
         row = {"epoch": epoch + 1, "step": int(log["step"][-1]), "M_mean": m_mean, "swd_mean": result["mean"]}
         row.update((f"swd_{r}", float(v)) for r, v in zip(result["levels"], result["swd"]))
         write_epoch_row(Path(out) / "swd.csv", row)   # one row per epoch, even when a resume redoes it
+        distinct = 1 - near_duplicates(fake, tau)
         tqdm.write(f"epoch {epoch + 1}: M {m_mean:.4f}, sliced Wasserstein x1e3 {result['mean']:.2f} "
-                   f"(levels {result['levels']}: {', '.join(f'{v:.2f}' for v in result['swd'])})", file=sys.stderr)
+                   f"(levels {result['levels']}: {', '.join(f'{v:.2f}' for v in result['swd'])}), "
+                   f"distinct samples {distinct:.1%}", file=sys.stderr)
+        watch(epoch + 1, out, result["mean"], distinct)
 
     hooks = [grid_hook(trainer, scale=scale), reconstructions, interpolation]
     return hooks + ([swd] if args.swd_samples else [])
@@ -153,20 +166,27 @@ def epoch_hooks(trainer, images, args):
 
 def sample_from_run(args):
     """--sample RUN: samples (and a latent walk) from RUN's generator, written into --out or RUN."""
-    run = Path(args.sample)
+    run, ckpt = Path(args.sample), "checkpoint.npz"
+    if run.suffix == ".npz":  # RUN/best.npz: the epoch the collapse watch found best
+        run, ckpt = run.parent, run.name
     saved = cli.saved_run(run, EXAMPLE)
-    arrays, meta = load_checkpoint(run / "checkpoint.npz")
+    arrays, meta = load_checkpoint(run / ckpt)
     for name in ("size", "filters", "hidden", "skip"):
         setattr(args, name, saved[name])
-    trainer = build(args)
     state = unflatten_state(arrays, meta["trainer"], "trainer/")
+    args.ema = state["ema"]["decay"] if "ema" in state else 0
+    trainer = build(args)
     trainer.G.load_state_dict(state["G"])
+    if trainer.ema is not None:
+        trainer.ema.load_state_dict(state["ema"])
+        trainer.raw_samples = args.raw
     dest = Path(args.out) if args.out else run
     dest.mkdir(parents=True, exist_ok=True)
     backend.seed(args.seed)
     scale = 2 if args.size <= 32 else 1
     save_grid(dest / "samples.png", trainer.sample(trainer.noise(args.n)), scale=scale)
-    print(f"wrote {dest / 'samples.png'} ({args.n} samples from step {meta['step']:,} of {run})")
+    which = "G as trained" if trainer.ema is None or args.raw else f"the averaged G (decay {trainer.ema.decay})"
+    print(f"wrote {dest / 'samples.png'} ({args.n} samples of {which}, from step {meta['step']:,} of {run / ckpt})")
     if args.interpolate:
         # not interpolation.png: that is the training run's own, redrawn after every epoch
         interpolation_strip(trainer, dest / "samples_interpolation.png", seed=args.seed + 1)

@@ -37,6 +37,7 @@ from tinygan.files import atomic_write  # noqa: E402
 from tinygan.data import DataError, MIXTURES, sample_mixture  # noqa: E402
 from tinygan.train.images import save_grid  # noqa: E402
 from tinygan.eval.metrics import mode_metrics  # noqa: E402
+from tinygan.train import CollapseWatch  # noqa: E402
 from tinygan.gan import ToyDiscriminator, ToyGenerator  # noqa: E402
 from tinygan.train.runlog import write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
@@ -48,7 +49,9 @@ EXAMPLE = "gan_toy2d"
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them. With the
 #: linear lr decay, --epochs sets the length of the decay, so it is the run's own too (see main).
 RUN_OWN = ("mixture", "latent_dim", "width", "depth", "k", "batch_size", "seed", "train_size", "loss",
-           "lr", "beta1", "lr_decay")
+           "lr", "beta1", "lr_decay", "ema")
+#: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
+EMA_DECAY = 0.999
 #: Half-width of the plotted square, per mixture (the data's extent plus a margin).
 EXTENT = {"ring": 1.5, "grid": 5.5}
 #: The networks work in units where the data spans about [-1, 1] (see ToyGenerator).
@@ -61,7 +64,7 @@ BATCH_SIZE = {"ring": 128, "grid": 256}
 
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:]))
-    cli.add_common_args(p, epochs=20, batch_size=None, lr=5e-4, out=None, out_help="runs/gan_toy2d-<mixture>",
+    cli.add_common_args(p, epochs=20, batch_size=None, ema=EMA_DECAY, lr=5e-4, out=None, out_help="runs/gan_toy2d-<mixture>",
                         data_help="not used: the toy data is drawn from the mixture (--mixture, --train-size)",
                         batch_size_help=", ".join(f"{v} for the {k}" for k, v in sorted(BATCH_SIZE.items())))
     g = p.add_argument_group("toy GAN")
@@ -105,7 +108,7 @@ def build(args):
     # 2500 fixed noise vectors: the density image needs many points, not a grid of 64
     decay = args.epochs * (args.train_size // (args.k * args.batch_size)) if args.lr_decay == "linear" else None
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999), image_range=None,
-                      num_fixed=2500, lr_decay_steps=decay)
+                      num_fixed=2500, lr_decay_steps=decay, ema=args.ema or None)
 
 
 def score(samples, mixture):
@@ -151,6 +154,9 @@ def describe(result, mixture):
 
 def epoch_hooks(trainer, args):
     extent = EXTENT[args.mixture]
+    # the collapse watch: high-quality share (higher is better) and modes captured (a loss of 2 warns)
+    watch = CollapseWatch("high-quality share", "modes captured", drop=1.5, lower_is_better=False,
+                          say=lambda line: tqdm.write(line, file=sys.stderr))
 
     def density(epoch, out):
         save_grid(Path(out) / f"grid_epoch{epoch + 1:03d}.png", density_image(trainer.sample_fixed(), extent),
@@ -165,6 +171,7 @@ def epoch_hooks(trainer, args):
             "epoch": epoch + 1, "modes_captured": result["modes_captured"],
             "high_quality_fraction": result["high_quality_fraction"], "reverse_kl": result["reverse_kl"]})
         tqdm.write(f"epoch {epoch + 1}: {describe(result, args.mixture)}", file=sys.stderr)
+        watch(epoch + 1, out, result["high_quality_fraction"], result["modes_captured"])
 
     return [density, scatter_and_score]
 
@@ -182,7 +189,8 @@ def main(argv=None):
         args = cli.prepare_run(args, given, example=EXAMPLE, default_out=default_out,
                                run_own=RUN_OWN + (("epochs",) if linear else ()),
                                reasons={"epochs": "it sets the length of this run's linear lr decay "
-                                                  "(--lr-decay none runs can be extended)"})
+                                                  "(--lr-decay none runs can be extended)"},
+                               introduced={"ema": 0.0})
         if args.batch_size is None:
             args.batch_size = BATCH_SIZE[args.mixture]
         if args.train_size < args.k * args.batch_size:

@@ -293,5 +293,14 @@ def test_example_end_to_end_on_a_tiny_folder(tmp_path, monkeypatch):
     assert header[:2] == ["step", "epoch"] and {"loss_real", "loss_fake", "k", "M", "lr", "step_time"} <= set(header)
     assert len((out / "log.csv").read_text().splitlines()) == 1 + 2 * 2   # 10 colour images // 4 = 2 steps/epoch
 
+    watch = (out / "watch.csv").read_text().splitlines()    # the collapse watch: a row per epoch
+    assert len(watch) == 3 and watch[0] == "epoch,quality,diversity,best,collapse_warning"
+    assert (out / "best.npz").exists()                        # epoch 1 is the best so far, at least
+    from PIL import Image as _Image
+    with _Image.open(out / "timeline.gif") as gif:            # the epochs' grids, animated
+        assert gif.n_frames == 2 and gif.size == _Image.open(out / "grid_epoch002.png").size
+
     began_faces.main(["--sample", str(out), "--n", "4", "--interpolate"])
     assert (out / "samples.png").exists() and (out / "interpolation.png").exists()
+    began_faces.main(["--sample", str(out / "best.npz"), "--n", "4", "--out", str(tmp_path / "best")])
+    assert (tmp_path / "best" / "samples.png").exists()

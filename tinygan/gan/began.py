@@ -26,12 +26,16 @@ from .. import backend, distributed
 from .. import functional as F
 from . import losses
 from ..nn import evaluating, frozen
-from ..optim import Adam, ReduceLROnStall
+from ..optim import EMA, Adam, ReduceLROnStall, averaged
 from ..tensor import no_grad, tensor
 
 
 class BEGANTrainer:
-    """Owns G (a BEGANDecoder), D (a BEGANDiscriminator), their Adams, k_t and the lr schedule."""
+    """Owns G (a BEGANDecoder), D (a BEGANDiscriminator), their Adams, k_t and the lr schedule.
+
+    ``ema``: decay of an exponential moving average of G's parameters (:class:`tinygan.optim.EMA`);
+    samples, grids and metrics then come from the averaged G, unless ``raw_samples`` is set.
+    """
 
     name = "BEGAN"
     headline = ("M", "k", "loss_real", "loss_fake")
@@ -43,7 +47,7 @@ class BEGANTrainer:
     ]
 
     def __init__(self, generator, discriminator, gamma=0.5, lambda_k=0.001, lr=1e-4, betas=(0.5, 0.999),
-                 lr_window=3000, lr_tolerance=0.02, lr_min=2e-5, num_fixed=64):
+                 lr_window=3000, lr_tolerance=0.02, lr_min=2e-5, num_fixed=64, ema=None):
         if not 0 < gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1], got {gamma}")
         self.G, self.D = generator, discriminator
@@ -54,6 +58,8 @@ class BEGANTrainer:
         self.schedule = ReduceLROnStall([self.opt_g, self.opt_d], lr_window, lr_tolerance, min_lr=lr_min)
         self.k = backend.xp().zeros((), dtype=backend.DEFAULT_DTYPE)  # k_0 = 0
         self.fixed_noise = self.noise(num_fixed)
+        self.ema = None if ema is None else EMA(self.opt_g, ema)
+        self.raw_samples = False  # True: sample from G as trained even where there is an average
 
     def noise(self, n):
         """z ~ U[-1, 1]^h on the device, as in the paper."""
@@ -89,6 +95,8 @@ class BEGANTrainer:
             loss_g.backward()
             (l_fake,) = distributed.all_reduce_gradients(self.opt_g, loss_g.data)  # L(G(z_G)), global
             self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update()
 
         # k_t and M_global from the global L(x) and L(G(z_G)): the same on every rank
         k_used = self.k
@@ -109,7 +117,7 @@ class BEGANTrainer:
     # ---- sampling ------------------------------------------------------------
     def sample(self, z, to_host=True):
         """G(z) as float32 images in [0, 1]: on the host, or left on the device with ``to_host=False``."""
-        with evaluating(self.G), no_grad():
+        with averaged(None if self.raw_samples else self.ema), evaluating(self.G), no_grad():
             out = self.G(tensor(z)).data
         if not to_host:
             return backend.get_array_module(out).clip((out + 1) / 2, 0, 1)
@@ -133,9 +141,12 @@ class BEGANTrainer:
 
     # ---- state ---------------------------------------------------------------
     def state_dict(self):
-        return {"G": dict(self.G.state_dict()), "D": dict(self.D.state_dict()),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "k": self.k, "schedule": self.schedule.state_dict(), "fixed_noise": self.fixed_noise}
+        state = {"G": dict(self.G.state_dict()), "D": dict(self.D.state_dict()),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                 "k": self.k, "schedule": self.schedule.state_dict(), "fixed_noise": self.fixed_noise}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state_dict(self, s):
         self.G.load_state_dict(s["G"])
@@ -145,3 +156,5 @@ class BEGANTrainer:
         self.k = backend.to_device(s["k"], backend.DEFAULT_DTYPE)
         self.schedule.load_state_dict(s["schedule"])  # and the optimisers' rate with it
         self.fixed_noise = backend.to_device(s["fixed_noise"], backend.DEFAULT_DTYPE)
+        if self.ema is not None:  # a state saved without an average: it starts from the loaded G
+            self.ema.load_state_dict(s["ema"]) if "ema" in s else self.ema.reset()

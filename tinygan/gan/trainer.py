@@ -41,7 +41,7 @@ from .. import backend, distributed
 from .. import functional as F
 from ..nn import BatchNorm1d, BatchNorm2d, check_state_matches, evaluating, frozen
 from . import losses
-from ..optim import Adam
+from ..optim import EMA, Adam, averaged
 from ..tensor import Tensor, no_grad, tensor
 
 LOSSES = ("nonsaturating", "minimax")
@@ -79,6 +79,10 @@ class GANTrainer:
         grid has one row per class and ``num_fixed // num_classes`` columns
         (at least one), the same z in every row, so a column shows one "style"
         across the classes.
+    ema : float or None
+        Decay of an exponential moving average of G's parameters (:class:`tinygan.optim.EMA`,
+        generator averaging); samples, grids and metrics then come from the averaged G, unless
+        ``raw_samples`` is set. None: no average, samples from G as trained.
     """
 
     name = "GAN"
@@ -90,7 +94,7 @@ class GANTrainer:
 
     def __init__(self, generator, discriminator, loss="nonsaturating", k=1, lr=2e-4, betas=(0.5, 0.999),
                  lr_d=None, conditional=False, num_classes=10, image_range=(-1.0, 1.0), num_fixed=64,
-                 lr_decay_steps=None):
+                 lr_decay_steps=None, ema=None):
         if loss not in LOSSES:
             raise ValueError(f"unknown generator loss {loss!r}; expected one of {', '.join(LOSSES)}")
         if not isinstance(k, int) or k < 1:
@@ -118,6 +122,8 @@ class GANTrainer:
         self.base_lr = (lr, lr if lr_d is None else lr_d)
         self.lr_decay_steps = lr_decay_steps
         self.steps = 0  # generator updates so far: the clock of the learning-rate schedule
+        self.ema = None if ema is None else EMA(self.opt_g, ema)
+        self.raw_samples = False  # True: sample from G as trained even where there is an average
         self._d_has_batch_norm = any(isinstance(mod, (BatchNorm1d, BatchNorm2d)) for mod in self.D.modules())
         if conditional:
             self.fixed_nrow = max(1, num_fixed // num_classes)
@@ -223,6 +229,8 @@ class GANTrainer:
             loss_g.backward()
             (value,) = distributed.all_reduce_gradients(self.opt_g, loss_g.data)
             self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update()
         return value
 
     # ---- sampling (host arrays: for grids, metrics and samples.npy) -------------
@@ -231,7 +239,7 @@ class GANTrainer:
 
         Images (``image_range`` set) are mapped to [0, 1]; otherwise G's output is returned as is.
         """
-        with evaluating(self.G), no_grad():
+        with averaged(None if self.raw_samples else self.ema), evaluating(self.G), no_grad():
             out = self.G(tensor(z), labels).data
         out = backend.to_host(out).astype(np.float32)
         if self.image_range is not None:
@@ -270,6 +278,8 @@ class GANTrainer:
                  "fixed_noise": self.fixed_noise, "steps": self.steps}
         if self.fixed_labels is not None:
             state["fixed_labels"] = self.fixed_labels
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         return state
 
     def load_state_dict(self, s):
@@ -284,5 +294,7 @@ class GANTrainer:
         self.opt_d.load_state_dict(s["opt_d"])
         self.fixed_noise = backend.to_device(s["fixed_noise"], backend.DEFAULT_DTYPE)
         self.steps = int(s.get("steps", 0))
+        if self.ema is not None:  # a state saved without an average: it starts from the loaded G
+            self.ema.load_state_dict(s["ema"]) if "ema" in s else self.ema.reset()
         if self.fixed_labels is not None:
             self.fixed_labels = backend.to_device(s["fixed_labels"])

@@ -73,10 +73,11 @@ positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a finite 
 nonnegative_float = checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 unit_interval = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 probability = checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+ema_decay = checked(float, lambda v: v == 0 or 0 < v < 1, "0 (off) or a decay in (0, 1), such as 0.999")
 
 
 def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None, batch_size_help=None,
-                    lr_help="Adam learning rate of both networks"):
+                    lr_help="Adam learning rate of both networks", ema=None):
     """The flags every example shares. ``out_help`` and ``batch_size_help`` describe a default that is
     computed (None here), instead of argparse's "(default: None)"."""
     g = p.add_argument_group("common to every example")
@@ -90,6 +91,10 @@ def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None,
                    help="examples per step" + (f" (default: {batch_size_help})" if batch_size_help else ""))
     g.add_argument("--lr", type=positive_float, default=lr, help=lr_help)
     g.add_argument("--seed", type=count, default=0, help="seed of initialisation, noise and data order")
+    if ema is not None:  # the GAN examples' default decay; the classifier has no generator
+        g.add_argument("--ema", type=ema_decay, default=ema, metavar="DECAY",
+                           help="decay of the moving average of G's parameters (generator averaging) that grids, "
+                            "samples and metrics are drawn from; 0: off, draw from G as trained")
     g.add_argument("--out", metavar="DIR", default=out,
                    help="run folder for logs, grids, samples and checkpoint.npz" + ("" if out else f" (default: {out_help})"))
     g.add_argument("--resume", metavar="DIR", nargs="?", const=True, default=None,

@@ -25,11 +25,15 @@ from ..data import DataError, load_mnist
 from ..gan import DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator
 from ..train.runlog import write_epoch_row
 from ..tensor import tensor
-from ..train import fit, grid_hook
+from ..train import CollapseWatch, fit, grid_hook
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
 RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "batch_norm", "k",
-           "batch_size", "seed", "data", "loss", "lr", "beta1")
+           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema")
+#: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
+EMA_DECAY = 0.999
+#: Flags added after runs were saved without them, and the value those runs trained with.
+INTRODUCED = {"ema": 0.0}
 NUM_CLASSES = 10
 
 
@@ -48,7 +52,7 @@ def build_parser(conditional=False, doc=__doc__):
     name = "cgan_mnist" if conditional else "gan_mnist"
     p = cli.parser(doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[1:]))
     cli.add_common_args(
-        p, epochs=20, batch_size=64, lr=2e-4, out=f"runs/{name}",
+        p, epochs=20, batch_size=64, ema=EMA_DECAY, lr=2e-4, out=f"runs/{name}",
         data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ~/data/mnist); "
                   "default: download them (md5-checked) into ~/.cache/tinygan/mnist")
     g = p.add_argument_group("GAN")
@@ -98,7 +102,7 @@ def build(args, conditional=False):
         D = DCGANDiscriminator(args.filters, num_classes=classes)
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
-                      num_fixed=100 if conditional else 64)
+                      num_fixed=100 if conditional else 64, ema=args.ema or None)
 
 
 def describe(scores):
@@ -112,7 +116,10 @@ def describe(scores):
 
 
 def judge_hook(trainer, judge, n, seed):
-    """After each epoch: score n samples (from a fixed seed) and append a row to metrics.csv."""
+    """After each epoch: score n samples (from a fixed seed) and append a row to metrics.csv; the
+    collapse watch follows the Frechet distance and the class entropy (a fall of 0.1 nats warns)."""
+    watch = CollapseWatch("Frechet distance", "class entropy", drop=0.1, say=lambda line: tqdm.write(line, file=sys.stderr))
+
     def hook(epoch, out):
         fake = trainer.generate(n, seed=seed)
         scores = judge.evaluate(fake["samples"], fake.get("labels"))
@@ -121,6 +128,7 @@ def judge_hook(trainer, judge, n, seed):
         row.update((f"p{d}", p) for d, p in enumerate(scores["histogram"]))
         write_epoch_row(Path(out) / "metrics.csv", row)   # one row per epoch, even when a resume redoes it
         tqdm.write(f"epoch {epoch + 1} ({n} samples): {describe(scores)}", file=sys.stderr)
+        watch(epoch + 1, out, scores["fd"], scores["entropy"])
     return hook
 
 
@@ -130,7 +138,8 @@ def main(argv=None, conditional=False, doc=__doc__):
     started = time.perf_counter()
 
     with cli.friendly_errors(DataError, CheckpointError):
-        args = cli.prepare_run(args, given, example="cgan_mnist" if conditional else "gan_mnist", run_own=RUN_OWN)
+        args = cli.prepare_run(args, given, example="cgan_mnist" if conditional else "gan_mnist", run_own=RUN_OWN,
+                               introduced=INTRODUCED)
         cli.use_backend(args.backend, args.device)
         images, labels = load_mnist(args.data, "train", progress=not args.no_progress)
         judge = None if args.no_judge else mnist_judge.get_judge(args.data, progress=not args.no_progress)

@@ -8,6 +8,8 @@ writer, :func:`tinygan.files.atomic_write`.
 from .errors import RunFolderError, RunInterrupted, TrainingError
 from .checkpoint import CheckpointError, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .loop import LoopConfig, batch_order, fit, grid_hook
+from .watch import BEST, CollapseWatch
 
 __all__ = ["LoopConfig", "TrainingError", "RunFolderError", "RunInterrupted", "fit", "grid_hook", "batch_order",
-           "CheckpointError", "save_checkpoint", "load_checkpoint", "flatten_state", "unflatten_state"]
+           "CheckpointError", "save_checkpoint", "load_checkpoint", "flatten_state", "unflatten_state",
+           "CollapseWatch", "BEST"]

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..files import atomic_write
 
-__all__ = ["make_grid", "save_grid"]
+__all__ = ["make_grid", "save_grid", "save_timeline"]
 
 
 def _check_int(value, name, minimum):
@@ -170,3 +170,32 @@ def save_grid(path, images, nrow=None, padding=2, value_range=(0.0, 1.0), scale=
     image = Image.fromarray(np.ascontiguousarray(grid[:, :, 0] if grid.shape[2] == 1 else grid))
     with atomic_write(path) as fh:
         image.save(fh, format="PNG")
+
+
+#: at most this many frames in a timeline (evenly spaced over the epochs, the last always in)
+TIMELINE_FRAMES = 60
+
+
+def save_timeline(path, frames, duration_ms=400, last_ms=2000, max_frames=TIMELINE_FRAMES):
+    """Assemble PNG files ``frames`` (the per-epoch grids, in order) into one looping animated GIF.
+
+    Over ``max_frames`` grids, an even selection of them is used, the first and last included; the
+    last frame stays ``last_ms`` on screen. Colours are reduced to GIF's 256 per frame by Pillow
+    (adaptive palette). Written atomically, as every other file of a run.
+    """
+    path = os.fspath(path)
+    if not path.lower().endswith(".gif"):
+        raise ValueError(f"save_timeline writes GIF files; the path must end in '.gif', got {path!r}")
+    frames = [os.fspath(f) for f in frames]
+    if not frames:
+        raise ValueError("save_timeline needs at least one frame")
+    if len(frames) > max_frames:
+        keep = np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(int))
+        frames = [frames[i] for i in keep]
+    images = []
+    for f in frames:
+        with Image.open(f) as im:
+            images.append(im.convert("RGB").quantize(256))
+    durations = [duration_ms] * (len(images) - 1) + [last_ms]
+    with atomic_write(path) as fh:
+        images[0].save(fh, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from .. import backend, distributed
 from ..files import atomic_write
 from .checkpoint import CheckpointError, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
-from .images import save_grid
+from .images import save_grid, save_timeline
 from .curves import plot_curves
 from .runlog import truncate_log
 from .errors import RunInterrupted, TrainingError
@@ -97,14 +97,22 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
+TIMELINE = "timeline.gif"
+
+
 def grid_hook(trainer, scale=1, nrow=None, every_steps=False):
     """A hook writing ``trainer.sample_fixed()`` (fixed noise, host NCHW in [0, 1]) as a PNG grid:
-    ``grid_epoch{E:03d}.png`` after each epoch (E counts from 1), or ``grid_step{S:07d}.png``."""
+    ``grid_epoch{E:03d}.png`` after each epoch (E counts from 1), or ``grid_step{S:07d}.png``.
+    After each epoch's grid, the epochs' grids so far become ``timeline.gif``: the same faces or
+    digits, from the same noise, as training shapes them."""
     pattern = "grid_step{:07d}.png" if every_steps else "grid_epoch{:03d}.png"
 
     def hook(index, out):
-        save_grid(Path(out) / pattern.format(index if every_steps else index + 1),
-                  trainer.sample_fixed(), nrow=nrow, scale=scale)
+        path = Path(out) / pattern.format(index if every_steps else index + 1)
+        save_grid(path, trainer.sample_fixed(), nrow=nrow, scale=scale)
+        if not every_steps:
+            grids = sorted(Path(out).glob("grid_epoch[0-9][0-9][0-9].png"))
+            save_timeline(Path(out) / TIMELINE, [g for g in grids if g.name <= path.name])
     return hook
 
 
