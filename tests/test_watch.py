@@ -118,3 +118,24 @@ def test_timeline_gif_holds_the_grids_in_order(tmp_path):
     assert shades == sorted(shades) and shades[0] < 10 and shades[-1] > 245   # first and last grids kept
     with pytest.raises(ValueError, match="must end in '.gif'"):
         save_timeline(tmp_path / "t.png", paths)
+
+
+def test_a_generator_made_to_collapse_is_caught(tmp_path):
+    """A real BEGAN generator whose code layer is zeroed draws one face for every z: the watch warns
+    after an epoch whose samples were as diverse as the data, and best.npz keeps that epoch."""
+    from test_began import tiny_trainer
+    trainer = tiny_trainer(size=32)
+    real = backend.to_device(faces(64, 0).repeat(4, axis=2).repeat(4, axis=3))   # 32x32 stand-ins
+    tau = near_duplicate_threshold(real)
+    said = []
+    watch = CollapseWatch("SWD", "distinct share", drop=0.1, say=said.append)
+    _epoch(watch, tmp_path, 1, 5.0, 1 - near_duplicates(backend.to_device(faces(64, 9).repeat(4, 2).repeat(4, 3)), tau),
+           b"healthy epoch")
+    for p in trainer.G.parameters():
+        p.data[...] = 0 * p.data                      # every z now gives the same image
+    fake = trainer.generate(64, to_host=False)["samples"]
+    distinct = 1 - near_duplicates(fake, tau)
+    assert distinct == 0.0
+    row = _epoch(watch, tmp_path, 2, 9.0, distinct, b"collapsed epoch")
+    assert row["collapse_warning"] == 1 and len(said) == 1 and "may be collapsing" in said[0]
+    assert (tmp_path / BEST).read_bytes() == b"healthy epoch"
