@@ -49,7 +49,7 @@ EXAMPLE = "gan_toy2d"
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them. With the
 #: linear lr decay, --epochs sets the length of the decay, so it is the run's own too (see main).
 RUN_OWN = ("mixture", "latent_dim", "width", "depth", "k", "batch_size", "seed", "train_size", "loss",
-           "lr", "beta1", "lr_decay", "ema")
+           "lr", "beta1", "lr_decay", "ema", "pack")
 #: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
 EMA_DECAY = 0.999
 #: Half-width of the plotted square, per mixture (the data's extent plus a margin).
@@ -76,6 +76,9 @@ def build_parser():
     g.add_argument("--latent-dim", type=cli.positive_int, default=2, help="size of the noise z")
     g.add_argument("--width", type=cli.positive_int, default=128, help="units per hidden layer of G and D")
     g.add_argument("--depth", type=cli.positive_int, default=3, help="hidden layers of G and D")
+    g.add_argument("--pack", type=cli.positive_int, default=1,
+                   help="PacGAN (Lin et al. 2018): D judges this many points at once, all real or all fake "
+                        "(1: the plain GAN); the batch size must divide by it")
     g.add_argument("--train-size", type=cli.positive_int, default=400_000, help="points drawn from the mixture for training (at least one batch)")
     g.add_argument("--lr-decay", choices=("none", "linear"), default="linear",
                    help="linear: both learning rates fall linearly to 0 over the run, which sharpens the modes at the end")
@@ -104,11 +107,11 @@ def to_device(batch):
 def build(args):
     scale = SCALE[args.mixture]
     G = ToyGenerator(args.latent_dim, args.width, args.depth, scale=scale)
-    D = ToyDiscriminator(args.width, args.depth, scale=scale)
+    D = ToyDiscriminator(args.width, args.depth, scale=scale, pack=args.pack)
     # 2500 fixed noise vectors: the density image needs many points, not a grid of 64
     decay = args.epochs * (args.train_size // (args.k * args.batch_size)) if args.lr_decay == "linear" else None
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999), image_range=None,
-                      num_fixed=2500, lr_decay_steps=decay, ema=args.ema or None)
+                      num_fixed=2500, lr_decay_steps=decay, ema=args.ema or None, pack=args.pack)
 
 
 def score(samples, mixture):
@@ -190,9 +193,12 @@ def main(argv=None):
                                run_own=RUN_OWN + (("epochs",) if linear else ()),
                                reasons={"epochs": "it sets the length of this run's linear lr decay "
                                                   "(--lr-decay none runs can be extended)"},
-                               introduced={"ema": 0.0})
+                               introduced={"ema": 0.0, "pack": 1})
         if args.batch_size is None:
             args.batch_size = BATCH_SIZE[args.mixture]
+        if args.batch_size % args.pack:
+            cli.fail(f"--batch-size {args.batch_size} does not divide by --pack {args.pack}: D judges "
+                     f"{args.pack} points at once, so each batch must hold whole packs")
         if args.train_size < args.k * args.batch_size:
             cli.fail(f"--train-size {args.train_size:,} is smaller than one step's batch "
                      f"(--k {args.k} x --batch-size {args.batch_size} = {args.k * args.batch_size:,})")

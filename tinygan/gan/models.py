@@ -282,10 +282,14 @@ class ToyGenerator(MLPGenerator):
 
 
 class ToyDiscriminator(MLPDiscriminator):
-    """A 2-D point / ``scale`` -> ``depth`` hidden layers of ``width`` units, LeakyReLU(0.2) -> one logit."""
+    """A 2-D point / ``scale`` -> ``depth`` hidden layers of ``width`` units, LeakyReLU(0.2) -> one logit.
 
-    def __init__(self, width=128, depth=3, scale=1.0):
-        super().__init__(in_shape=(2,), hidden=(width,) * depth)
+    ``pack`` > 1: PacGAN's discriminator, which takes ``pack`` points at once (2 * pack inputs,
+    as ``GANTrainer(pack=...)`` hands them over) and gives one logit for all of them.
+    """
+
+    def __init__(self, width=128, depth=3, scale=1.0, pack=1):
+        super().__init__(in_shape=(2 * pack,), hidden=(width,) * depth)
         if not scale > 0:
             raise ValueError(f"ToyDiscriminator: scale must be positive, got {scale!r}")
         self.scale = float(scale)

@@ -79,6 +79,12 @@ class GANTrainer:
         grid has one row per class and ``num_fixed // num_classes`` columns
         (at least one), the same z in every row, so a column shows one "style"
         across the classes.
+    pack : int
+        PacGAN's packing (Lin et al. 2018, arXiv 1712.04086): D judges ``pack`` samples at once,
+        concatenated along the feature (channel) axis, all real or all fake, so a generator that
+        draws the same few samples is easy to tell from the data. D must take ``pack`` times the
+        data's channels (``ToyDiscriminator(pack=...)``); each minibatch must divide by ``pack``.
+        1: the plain GAN.
     ema : float or None
         Decay of an exponential moving average of G's parameters (:class:`tinygan.optim.EMA`,
         generator averaging); samples, grids and metrics then come from the averaged G, unless
@@ -94,7 +100,7 @@ class GANTrainer:
 
     def __init__(self, generator, discriminator, loss="nonsaturating", k=1, lr=2e-4, betas=(0.5, 0.999),
                  lr_d=None, conditional=False, num_classes=10, image_range=(-1.0, 1.0), num_fixed=64,
-                 lr_decay_steps=None, ema=None):
+                 lr_decay_steps=None, ema=None, pack=1):
         if loss not in LOSSES:
             raise ValueError(f"unknown generator loss {loss!r}; expected one of {', '.join(LOSSES)}")
         if not isinstance(k, int) or k < 1:
@@ -110,11 +116,16 @@ class GANTrainer:
                                      f"num_classes={getattr(net, 'num_classes', None)}")
         if lr_decay_steps is not None and (not isinstance(lr_decay_steps, int) or lr_decay_steps < 1):
             raise ValueError(f"lr_decay_steps must be a positive int or None, got {lr_decay_steps!r}")
+        if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
+            raise ValueError(f"pack (samples D judges at once) must be an int >= 1, got {pack!r}")
+        if pack > 1 and conditional:
+            raise ValueError("packing (pack > 1) is PacGAN's, for an unconditional GAN; a conditional D "
+                             "judges each sample against its own label")
         if image_range is not None and not image_range[0] < image_range[1]:
             raise ValueError(f"image_range must be (low, high) with low < high, or None; got {image_range!r}")
         self.G, self.D = generator, discriminator
         self.latent_dim = generator.latent_dim
-        self.loss, self.k = loss, k
+        self.loss, self.k, self.pack = loss, k, pack
         self.conditional, self.num_classes = conditional, num_classes
         self.image_range = image_range
         self.opt_g = Adam(self.G.parameters(), lr=lr, betas=betas)
@@ -177,6 +188,9 @@ class GANTrainer:
             raise ValueError(f"a step with k={self.k} discriminator updates needs a batch of k * m examples; "
                              f"got {n}, not a multiple of {self.k} (set the loop's batch size to k * m)")
         m = n // self.k
+        if m % self.pack:
+            raise ValueError(f"with pack={self.pack} (samples D judges at once) each minibatch must be a multiple "
+                             f"of {self.pack}; got {m} (set the batch size to a multiple of {self.pack})")
         if self.lr_decay_steps is not None:
             factor = max(0.0, 1.0 - self.steps / self.lr_decay_steps)
             self.opt_g.lr, self.opt_d.lr = self.base_lr[0] * factor, self.base_lr[1] * factor
@@ -202,13 +216,14 @@ class GANTrainer:
         if self._d_has_batch_norm:
             # With batch norm in D, real and fake go through D separately: a mixed batch would
             # normalise each half with the other's statistics (DCGAN's reference code keeps them apart).
-            real_logits = self.D(x, labels)
-            fake_logits = self.D(fake, fake_labels)
+            real_logits = self.D(self._packed(x), labels)
+            fake_logits = self.D(self._packed(fake), fake_labels)
         else:
             # Without it, one pass over both is the same function at half the per-op overhead.
             both = None if labels is None else backend.get_array_module(labels).concatenate([labels, fake_labels])
-            logits = self.D(F.concat([x, fake], axis=0), both)
-            real_logits, fake_logits = logits[:m], logits[m:]
+            logits = self.D(F.concat([self._packed(x), self._packed(fake)], axis=0), both)
+            groups = m // self.pack
+            real_logits, fake_logits = logits[:groups], logits[groups:]
         loss_d = losses.discriminator_loss(real_logits, fake_logits)
         self.opt_d.zero_grad()
         loss_d.backward()
@@ -223,7 +238,7 @@ class GANTrainer:
     def _generator_step(self, m):
         z, fake_labels = self._shared_noise(m)
         with frozen(self.D):  # D's weights are constants here: their gradients are not even computed
-            logits = self.D(self.G(tensor(z), fake_labels), fake_labels)
+            logits = self.D(self._packed(self.G(tensor(z), fake_labels)), fake_labels)
             loss_g = losses.generator_loss(logits, self.loss)
             self.opt_g.zero_grad()
             loss_g.backward()
@@ -232,6 +247,12 @@ class GANTrainer:
         if self.ema is not None:
             self.ema.update()
         return value
+
+    def _packed(self, x):
+        """PacGAN: each run of ``pack`` consecutive samples as one input of pack times the channels."""
+        if self.pack == 1:
+            return x
+        return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
 
     # ---- sampling (host arrays: for grids, metrics and samples.npy) -------------
     def sample(self, z, labels=None):

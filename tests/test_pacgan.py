@@ -1,0 +1,65 @@
+"""PacGAN's packing (Lin et al. 2018): D judges ``pack`` samples at once, in the trainer and the toy example."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygan import backend, nn, tensor
+from tinygan.gan import ConditionalMLPDiscriminator, ConditionalMLPGenerator, GANTrainer, ToyDiscriminator, ToyGenerator
+from tinygan.train.runlog import read_csv_log
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+
+class Spy(nn.Module):
+    """Wraps a D and records the shapes it is shown."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def forward(self, x, labels=None):
+        self.seen.append(x.shape)
+        return self.inner(x, labels)
+
+
+def test_packing_puts_consecutive_samples_side_by_side():
+    trainer = GANTrainer(ToyGenerator(2, 8, 1), ToyDiscriminator(8, 1, pack=3), pack=3, num_fixed=4)
+    x = tensor(backend.to_device(np.arange(12, dtype=np.float32).reshape(6, 2)))
+    packed = backend.to_host(trainer._packed(x).data)
+    np.testing.assert_array_equal(packed, [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]])
+
+
+def test_d_judges_packs_of_real_and_of_fake_samples():
+    backend.seed(0)
+    spy = Spy(ToyDiscriminator(8, 1, pack=4))
+    trainer = GANTrainer(ToyGenerator(2, 8, 1), spy, pack=4, num_fixed=4)
+    metrics = trainer.step((tensor(backend.randn(16, 2)),))
+    # D's update sees 4 real packs and 4 fake packs in one batch; G's update 4 fake packs
+    assert spy.seen == [(8, 8), (4, 8)]
+    for name in ("loss_d", "loss_g", "d_real", "d_fake"):
+        assert np.isfinite(float(backend.to_host(metrics[name]))), name
+
+
+def test_packing_errors_are_one_clear_line():
+    with pytest.raises(ValueError, match="pack .* must be an int >= 1, got 0"):
+        GANTrainer(ToyGenerator(2, 8, 1), ToyDiscriminator(8, 1), pack=0)
+    with pytest.raises(ValueError, match="for an unconditional GAN"):
+        GANTrainer(ConditionalMLPGenerator(8, (16,)), ConditionalMLPDiscriminator(hidden=(16,)), conditional=True, pack=2)
+    trainer = GANTrainer(ToyGenerator(2, 8, 1), ToyDiscriminator(8, 1, pack=4), pack=4)
+    with pytest.raises(ValueError, match="with pack=4 .* each minibatch must be a multiple of 4; got 6"):
+        trainer.step((tensor(backend.randn(6, 2)),))
+
+
+def test_toy_example_with_packing(tmp_path, capsys):
+    import gan_toy2d
+    out = tmp_path / "toy"
+    gan_toy2d.main(["--mixture", "ring", "--epochs", "1", "--train-size", "512", "--batch-size", "64", "--pack", "4",
+                    "--width", "16", "--depth", "2", "--num-samples", "300", "--out", str(out), "--no-progress"])
+    assert read_csv_log(out / "metrics.csv")["epoch"].tolist() == [1]
+    assert __import__("json").loads((out / "config.json").read_text())["extra"]["pack"] == 4
+    with pytest.raises(SystemExit):
+        gan_toy2d.main(["--mixture", "ring", "--batch-size", "30", "--pack", "4", "--out", str(tmp_path / "bad"),
+                        "--no-progress"])
+    assert "--batch-size 30 does not divide by --pack 4" in capsys.readouterr().err
