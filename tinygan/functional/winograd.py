@@ -10,13 +10,11 @@ from .. import backend
 from ..tensor import Tensor
 from .core import _gemm, _wants, _xp, profiled
 
-# Work buffers reused from call to call, one per (array module and device, dtype, tag). Large arrays
-# come from fresh mmap'ed pages each time they are allocated, and first-touch page faults
-# cost about as much as a pass over the data: the conv's big temporaries (tiles, their
-# transforms, the batched products) take their memory from here instead. A buffer's
-# contents are undefined when handed out and stay valid only until the next request
-# for the same tag; nothing that leaves an op (outputs, gradients) lives in one. They
-# stay allocated between steps (BEGAN 64x64, n = 64: about 250 MB) until _release_scratch().
+# Work buffers reused from call to call, one per (array module and device, dtype, tag), so the
+# conv's big temporaries (tiles, their transforms, the batched products) skip the allocator (on the
+# host see also tinygan/_malloc.py). A buffer's contents are undefined when handed out and valid only
+# until the next request for the same tag; nothing that leaves an op lives in one. They stay
+# allocated between steps (BEGAN 64x64, n = 64: about 250 MB) until release_work_buffers().
 _SCRATCH = {}
 _TILES_ZEROED = {}  # scratch key -> (the "tiles" buffer, the layout whose border it last zeroed)
 
@@ -142,19 +140,20 @@ def _to_tiles(x, top, left, hp, wp, xp):
 def _gathered(xp):
     """Which form the 1-D transforms take on this backend: the one place the choice is made.
 
-    On a GPU (CuPy, and the strict backend that stands in for it) every array
-    operation is a kernel launch, and CuPy runs a small matrix broadcast
-    against a stack as a pointer-array batched GEMM (three extra kernels) and
-    copies strided operands and outputs: there each transform is one strided
-    copy and one 2-D GEMM with the Kronecker product of the 1-D transforms
-    (the *_gathered forms; BEGAN 64x64 device operations per step: 4,947 with
-    the batched products, 2,835 with separable 2-D GEMMs, 2,1xx Kronecker).
-    On the CPU, NumPy's batched matmul reads the strided tile views in place,
-    and the gathered forms' copies (and the Kronecker GEMM's 3x the arithmetic)
-    cost more than they save (1 BLAS thread: BEGAN 32x32 n=32 0.63 s/step
-    batched, 0.81 gathered; 64x64 n=64 8.2 and 11.1): there the *_batched forms.
+    On a GPU (CuPy, and the strict backend that stands in for it) every array operation is a
+    kernel launch, and CuPy runs a small matrix broadcast against a stack as a pointer-array
+    batched GEMM (three extra kernels) and copies strided operands and outputs: there each
+    transform is one strided copy and one 2-D GEMM with the Kronecker product of the 1-D
+    transforms (the *_gathered forms; BEGAN 64x64 device operations per step: 4,947 with the
+    batched products, 2,835 with separable 2-D GEMMs, 2,1xx Kronecker). On the CPU, NumPy's
+    batched matmul reads the strided tile views in place, and the gathered forms' copies (and
+    the Kronecker GEMM's 3x the arithmetic) cost more than they save (1 BLAS thread: BEGAN 32x32
+    n=32 0.63 s/step batched, 0.81 gathered; 64x64 n=64 8.2 and 11.1): there the *_batched forms.
     """
     return not backend.is_numpy(xp)
+
+
+TILE_ROWS = 2  # tile rows the CPU input transform takes at a time (measured: 1 or 2 best, whole passes worst)
 
 
 def _batched_matmul(xp, small, stack, out, axis):
@@ -175,12 +174,10 @@ def _winograd_input(xt, bt, th, tw, xp):
 def _winograd_input_gathered(xt, bt, th, tw, xp):
     """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array.
 
-    Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2.
-    One strided copy gathers every tile's a*a values, position (k, l) first,
-    and one 2-D GEMM with B^T (x) B^T (a*a x a*a) transforms rows and columns
-    at once: two device operations, where the separable form takes four and a
-    batched product with a broadcast matrix more (on a GPU each costs extra kernels).
-    """
+    Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2. One strided copy
+    gathers every tile's a*a values, position (k, l) first, and one 2-D GEMM with B^T (x) B^T
+    (a*a x a*a) transforms rows and columns at once: two device operations, where the separable
+    form takes four and a batched product with a broadcast matrix more."""
     hp, wp, n, c = xt.shape
     a = bt.shape[0]
     m = a - 2
@@ -195,21 +192,27 @@ def _winograd_input_gathered(xt, bt, th, tw, xp):
 def _winograd_input_batched(xt, bt, th, tw, xp):
     """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array.
 
-    Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2.
-    Rows first (one product per tile row over every column, image and channel),
-    then columns.
-    """
+    Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2. Rows first (one
+    product per tile row over every column, image and channel), then columns, TILE_ROWS tile rows
+    at a time: the rows' product is read back while still in cache (1 thread, against two whole
+    passes: 64x64/64 channels, batch 32, 19.3 -> 13.9 ms; the BEGAN 64x64 n=64 step 4.36 -> 4.03 s).
+    Runs of tile rows are split over the CPU cores, each with its own small buffer."""
     hp, wp, n, c = xt.shape
     a = bt.shape[0]
-    m = a - 2
-    item = xt.itemsize
-    rows = xp.lib.stride_tricks.as_strided(xt, (th, a, wp * n * c), (m * xt.strides[0], xt.strides[0], item))
-    half = _scratch(xp, "half", (a, th, wp, n, c), xt.dtype)
-    _batched_matmul(xp, bt, rows, half.reshape(a, th, wp * n * c).transpose(1, 0, 2), axis=0)
-    s = half.strides
-    cols = xp.lib.stride_tricks.as_strided(half, (a, th, tw, a, n * c), (s[0], s[1], m * s[2], s[2], item))
+    m, nc, item = a - 2, n * c, xt.itemsize
     v = _scratch(xp, "v", (a, a, th, tw, n, c), xt.dtype)
-    _batched_matmul(xp, bt, cols, v.reshape(a, a, th, tw, n * c).transpose(0, 2, 3, 1, 4), axis=1)
+    out = v.reshape(a, a, th, tw, nc).transpose(0, 2, 3, 1, 4)          # (a_i, th, tw, a_j, nc)
+
+    def part(s):
+        half = xp.empty((a, TILE_ROWS, wp, nc), dtype=xt.dtype)
+        for t in range(s.start, s.stop, TILE_ROWS):
+            r = min(TILE_ROWS, s.stop - t)
+            rows = xp.lib.stride_tricks.as_strided(xt[t * m:], (r, a, wp * nc), (m * xt.strides[0], xt.strides[0], item))
+            h = half[:, :r]
+            xp.matmul(bt, rows, out=h.reshape(a, r, wp * nc).transpose(1, 0, 2))
+            cols = xp.lib.stride_tricks.as_strided(h, (a, r, tw, a, nc), (h.strides[0], h.strides[1], m * h.strides[2], h.strides[2], item))
+            xp.matmul(bt, cols, out=out[:, t:t + r])
+    backend.split_run(xp, part, th, xt.size)
     return v
 
 
@@ -222,12 +225,10 @@ def _winograd_input_adjoint(dv, bt, hp, wp, xp):
 def _winograd_input_adjoint_gathered(dv, bt, hp, wp, xp):
     """Adjoint of _winograd_input: B dV B^T per tile, summed where tiles overlap -> (hp, wp, N, C).
 
-    One GEMM with (B^T (x) B^T)^T gives every tile's a x a contribution; four
-    strided additions then put them in place: of a tile's a rows (columns) the
-    first m tile the image without overlap, the last a - m = 2 fall on the
-    next tile's first two, so each of the four (rows, columns) blocks is one
-    addition that never writes an element twice (no scatter).
-    """
+    One GEMM with (B^T (x) B^T)^T gives every tile's a x a contribution; four strided additions
+    put them in place: of a tile's a rows (columns) the first m tile the image without overlap,
+    the last a - m = 2 fall on the next tile's first two, so each of the four (rows, columns)
+    blocks is one addition that never writes an element twice (no scatter)."""
     a, _, th, tw, n, c = dv.shape
     m = a - 2
     nc = n * c
