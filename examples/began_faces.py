@@ -34,7 +34,7 @@ from tinygan.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E
 from tinygan.data import DataError, hflip, load_faces  # noqa: E402
 from tinygan.train.images import save_grid  # noqa: E402
 from tinygan.eval.metrics import sliced_wasserstein  # noqa: E402
-from tinygan.eval.diversity import near_duplicate_threshold, near_duplicates  # noqa: E402
+from tinygan.eval.diversity import near_duplicate_threshold, near_duplicates, spread  # noqa: E402
 from tinygan.gan import BEGANDecoder, BEGANDiscriminator  # noqa: E402
 from tinygan.train.runlog import read_csv_log, write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
@@ -130,10 +130,11 @@ def epoch_hooks(trainer, images, args):
     swd_real = images[rng.choice(len(images), min(args.swd_samples, len(images)), replace=False)] if args.swd_samples else None
     # SWD runs where G does: the real set goes to the device once, the fakes never leave it
     swd_real = backend.to_device(swd_real.astype(np.float32) / 255) if args.swd_samples else None
-    # the collapse watch: SWD (lower is better) and the share of samples that are not near-duplicates of
-    # another sample (about 0.99 for samples as diverse as the faces; a fall of 0.1 warns)
+    # the collapse watch: SWD (lower is better) and the spread of the samples, their median nearest-neighbour
+    # distance over the real images' (1 for samples as diverse as the faces; a fall of 30% warns); the share
+    # of samples with a near-duplicate among the others is printed beside it (tinygan.eval.diversity)
     tau = near_duplicate_threshold(swd_real) if args.swd_samples else None
-    watch = CollapseWatch("sliced Wasserstein x1e3", "share of distinct samples", drop=0.1,
+    watch = CollapseWatch("sliced Wasserstein x1e3", "spread", drop=0.3, relative=True,
                           say=lambda line: tqdm.write(line, file=sys.stderr))
 
     def reconstructions(epoch, out):
@@ -154,11 +155,11 @@ def epoch_hooks(trainer, images, args):
         row = {"epoch": epoch + 1, "step": int(log["step"][-1]), "M_mean": m_mean, "swd_mean": result["mean"]}
         row.update((f"swd_{r}", float(v)) for r, v in zip(result["levels"], result["swd"]))
         write_epoch_row(Path(out) / "swd.csv", row)   # one row per epoch, even when a resume redoes it
-        distinct = 1 - near_duplicates(fake, tau)
+        dups, wide = near_duplicates(fake, tau), spread(fake, swd_real)
         tqdm.write(f"epoch {epoch + 1}: M {m_mean:.4f}, sliced Wasserstein x1e3 {result['mean']:.2f} "
-                   f"(levels {result['levels']}: {', '.join(f'{v:.2f}' for v in result['swd'])}), "
-                   f"distinct samples {distinct:.1%}", file=sys.stderr)
-        watch(epoch + 1, out, result["mean"], distinct)
+                   f"(levels {result['levels']}: {', '.join(f'{v:.2f}' for v in result['swd'])}); spread {wide:.3f} "
+                   f"of the real faces', near-duplicates {dups:.1%} (real: 1%)", file=sys.stderr)
+        watch(epoch + 1, out, result["mean"], wide)
 
     hooks = [grid_hook(trainer, scale=scale), reconstructions, interpolation]
     return hooks + ([swd] if args.swd_samples else [])

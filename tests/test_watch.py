@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from tinygan import backend
-from tinygan.eval.diversity import near_duplicate_threshold, near_duplicates, nearest_neighbour_distances
+from tinygan.eval.diversity import near_duplicate_threshold, near_duplicates, nearest_neighbour_distances, spread
 from tinygan.train import BEST, CollapseWatch
 from tinygan.train.images import save_grid, save_timeline
 from tinygan.train.runlog import read_csv_log
@@ -139,3 +139,21 @@ def test_a_generator_made_to_collapse_is_caught(tmp_path):
     row = _epoch(watch, tmp_path, 2, 9.0, distinct, b"collapsed epoch")
     assert row["collapse_warning"] == 1 and len(said) == 1 and "may be collapsing" in said[0]
     assert (tmp_path / BEST).read_bytes() == b"healthy epoch"
+
+
+def test_spread_is_about_one_for_data_like_samples_and_zero_for_a_collapse():
+    real = backend.to_device(faces(300, 0))
+    assert 0.9 < spread(backend.to_device(faces(300, 1)), real) < 1.1
+    assert spread(backend.to_device(collapsed(300, 2)), real) < 0.01
+
+
+@pytest.mark.numpy_only
+def test_a_relative_drop(tmp_path):
+    said = []
+    watch = CollapseWatch("SWD", "spread", drop=0.3, relative=True, say=said.append)
+    for epoch, value in enumerate([0.2, 0.5, 0.4, 0.34], start=1):   # 0.34 is 32% below the best 0.5
+        _epoch(watch, tmp_path, epoch, 10.0 - epoch, value, b"x")
+    assert read_csv_log(tmp_path / "watch.csv")["collapse_warning"].tolist() == [0, 0, 0, 1]
+    assert len(said) == 1 and "by more than 30% of it" in said[0]
+    with pytest.raises(ValueError, match="< 1 when relative"):
+        CollapseWatch("q", "d", drop=1.5, relative=True)

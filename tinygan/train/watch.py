@@ -36,14 +36,15 @@ class CollapseWatch:
 
     ``quality`` and ``diversity`` are host numbers; ``lower_is_better`` says which way quality
     improves (a distance: True); diversity is always better higher. ``drop`` is how far, in the
-    diversity's own unit, it may fall below the run's best before the watch warns.
+    diversity's own unit, it may fall below the run's best before the watch warns; with
+    ``relative`` it is a fraction of the best (0.3: a fall of 30%).
     """
 
-    def __init__(self, quality_name, diversity_name, drop, lower_is_better=True, say=print):
-        if not drop > 0:
-            raise ValueError(f"CollapseWatch: drop must be > 0, got {drop!r}")
+    def __init__(self, quality_name, diversity_name, drop, lower_is_better=True, relative=False, say=print):
+        if not drop > 0 or (relative and not drop < 1):
+            raise ValueError(f"CollapseWatch: drop must be > 0 (and < 1 when relative), got {drop!r}")
         self.quality_name, self.diversity_name = quality_name, diversity_name
-        self.drop, self.lower_is_better, self.say = drop, lower_is_better, say
+        self.drop, self.lower_is_better, self.relative, self.say = drop, lower_is_better, relative, say
 
     def _history(self, out, epoch):
         path = Path(out) / WATCH
@@ -59,7 +60,7 @@ class CollapseWatch:
         best = min(history, key=lambda h: sign * h[1]) if history else None
         is_best = math.isfinite(quality) and (best is None or sign * quality < sign * best[1])
         top = max(history, key=lambda h: h[2]) if history else None
-        fell = top is not None and diversity < top[2] - self.drop
+        fell = top is not None and diversity < (top[2] * (1 - self.drop) if self.relative else top[2] - self.drop)
         if is_best and (Path(out) / CHECKPOINT).exists():
             with atomic_write(Path(out) / BEST) as fh, open(Path(out) / CHECKPOINT, "rb") as src:
                 shutil.copyfileobj(src, fh)
@@ -67,8 +68,9 @@ class CollapseWatch:
                "best": int(is_best), "collapse_warning": int(fell)}
         write_epoch_row(Path(out) / WATCH, row)
         if fell:
+            by = f"{self.drop:.0%} of it" if self.relative else f"{self.drop:g}"
+            kept = best[1] if best else quality
             self.say(f"warning: epoch {epoch}: diversity ({self.diversity_name}) fell to {diversity:.4g} from "
-                     f"{top[2]:.4g} at epoch {top[0]}, more than {self.drop:g}: the generator may be collapsing "
-                     f"onto a few modes. The best model so far ({self.quality_name} "
-                     f"{(best[1] if best else quality):.4g}) is kept in {Path(out) / BEST}")
+                     f"{top[2]:.4g} at epoch {top[0]}, by more than {by}: the generator may be collapsing onto "
+                     f"a few modes. The best model so far ({self.quality_name} {kept:.4g}) is kept in {Path(out) / BEST}")
         return row
