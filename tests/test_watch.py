@@ -157,3 +157,11 @@ def test_a_relative_drop(tmp_path):
     assert len(said) == 1 and "by more than 30% of it" in said[0]
     with pytest.raises(ValueError, match="< 1 when relative"):
         CollapseWatch("q", "d", drop=1.5, relative=True)
+
+
+@pytest.mark.numpy_only
+def test_an_unscored_epoch_is_no_reference(tmp_path):
+    (tmp_path / "watch.csv").write_text("epoch,quality,diversity,best,collapse_warning\n1,9.0,,1,0\n")
+    said = []
+    row = _epoch(CollapseWatch("SWD", "spread", drop=0.3, relative=True, say=said.append), tmp_path, 2, 8.0, 0.2, b"e2")
+    assert row == {"epoch": 2, "quality": 8.0, "diversity": 0.2, "best": 1, "collapse_warning": 0} and said == []

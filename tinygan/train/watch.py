@@ -59,7 +59,8 @@ class CollapseWatch:
         sign = 1 if self.lower_is_better else -1
         best = min(history, key=lambda h: sign * h[1]) if history else None
         is_best = math.isfinite(quality) and (best is None or sign * quality < sign * best[1])
-        top = max(history, key=lambda h: h[2]) if history else None
+        scored = [h for h in history if math.isfinite(h[2])]  # an epoch left unscored (NaN) is no reference
+        top = max(scored, key=lambda h: h[2]) if scored else None
         fell = top is not None and diversity < (top[2] * (1 - self.drop) if self.relative else top[2] - self.drop)
         if is_best and (Path(out) / CHECKPOINT).exists():
             with atomic_write(Path(out) / BEST) as fh, open(Path(out) / CHECKPOINT, "rb") as src:
