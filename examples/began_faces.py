@@ -34,7 +34,8 @@ from tinygan.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E
 from tinygan.data import DataError, hflip, load_faces  # noqa: E402
 from tinygan.train.images import save_grid  # noqa: E402
 from tinygan.eval.metrics import sliced_wasserstein  # noqa: E402
-from tinygan.eval.diversity import near_duplicate_threshold, near_duplicates, spread  # noqa: E402
+from tinygan.eval.diversity import (near_duplicate_threshold, near_duplicates,  # noqa: E402
+                                    nearest_neighbour_distances, spread)
 from tinygan.gan import BEGANDecoder, BEGANDiscriminator  # noqa: E402
 from tinygan.train.runlog import read_csv_log, write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
@@ -133,7 +134,8 @@ def epoch_hooks(trainer, images, args):
     # the collapse watch: SWD (lower is better) and the spread of the samples, their median nearest-neighbour
     # distance over the real images' (1 for samples as diverse as the faces; a fall of 30% warns); the share
     # of samples with a near-duplicate among the others is printed beside it (tinygan.eval.diversity)
-    tau = near_duplicate_threshold(swd_real) if args.swd_samples else None
+    real_nn = nearest_neighbour_distances(swd_real) if args.swd_samples else None
+    tau = near_duplicate_threshold(real_nn) if args.swd_samples else None
     watch = CollapseWatch("sliced Wasserstein x1e3", "spread", drop=0.3, relative=True,
                           say=lambda line: tqdm.write(line, file=sys.stderr))
 
@@ -155,7 +157,8 @@ def epoch_hooks(trainer, images, args):
         row = {"epoch": epoch + 1, "step": int(log["step"][-1]), "M_mean": m_mean, "swd_mean": result["mean"]}
         row.update((f"swd_{r}", float(v)) for r, v in zip(result["levels"], result["swd"]))
         write_epoch_row(Path(out) / "swd.csv", row)   # one row per epoch, even when a resume redoes it
-        dups, wide = near_duplicates(fake, tau), spread(fake, swd_real)
+        fake_nn = nearest_neighbour_distances(fake)
+        dups, wide = near_duplicates(fake_nn, tau), spread(fake_nn, real_nn)
         tqdm.write(f"epoch {epoch + 1}: M {m_mean:.4f}, sliced Wasserstein x1e3 {result['mean']:.2f} "
                    f"(levels {result['levels']}: {', '.join(f'{v:.2f}' for v in result['swd'])}); spread {wide:.3f} "
                    f"of the real faces', near-duplicates {dups:.1%} (real: 1%)", file=sys.stderr)

@@ -157,7 +157,7 @@ def describe(result, mixture):
 
 def epoch_hooks(trainer, args):
     extent = EXTENT[args.mixture]
-    # the collapse watch: high-quality share (higher is better) and modes captured (a loss of 2 warns)
+    # the collapse watch: high-quality share (higher is better) and modes captured (a loss of 2 modes warns)
     watch = CollapseWatch("high-quality share", "modes captured", drop=1.5, lower_is_better=False,
                           say=lambda line: tqdm.write(line, file=sys.stderr))
 

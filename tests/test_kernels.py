@@ -8,7 +8,7 @@ calls on the host. No GPU is at hand here, so every body is checked twice:
 * g++ compiles the same body as C++ in a loop over host arrays, and its results must match the
   host form's on random data with the cases that matter (zero, both signs, large magnitudes).
 
-Every kernel in ``ElementwiseKernel.all`` must have sample arguments here, so a new kernel cannot
+Every kernel in ``ElementwiseKernel.defined`` must have sample arguments here, so a new kernel cannot
 go untested. On the strict backend a call counts as one device operation, as on a GPU.
 """
 import ctypes
@@ -22,7 +22,7 @@ from tinygan import _strict, backend, functional, optim
 
 _DEFINING = (functional, optim)  # the modules that define kernels: ELU's, Adam's and the EMA's
 
-KERNELS = {k.name: k for k in backend.ElementwiseKernel.all}
+KERNELS = {k.name: k for k in backend.ElementwiseKernel.defined}
 
 
 def _data(rng, n, dtype):

@@ -22,6 +22,11 @@ def collapsed(n, seed, modes=2):
     return (base[rng.integers(0, modes, n)] + rng.normal(0, 1e-3, (n, 3, 8, 8))).astype(np.float32)
 
 
+def nn(x):
+    """Nearest-neighbour distances of host samples ``x``, computed on the backend under test."""
+    return nearest_neighbour_distances(backend.to_device(x))
+
+
 def test_nearest_neighbour_distances_by_hand():
     x = np.array([[0.0, 0.0], [3.0, 4.0], [3.0, 5.0]], dtype=np.float32)
     np.testing.assert_allclose(backend.to_host(nearest_neighbour_distances(backend.to_device(x))), [5.0, 1.0, 1.0],
@@ -29,9 +34,9 @@ def test_nearest_neighbour_distances_by_hand():
 
 
 def test_near_duplicates_tell_a_collapsed_generator_from_a_healthy_one():
-    tau = near_duplicate_threshold(backend.to_device(faces(400, 0)))
-    healthy = near_duplicates(backend.to_device(faces(400, 1)), tau)     # samples as diverse as the data
-    broken = near_duplicates(backend.to_device(collapsed(400, 2)), tau)
+    tau = near_duplicate_threshold(nn(faces(400, 0)))
+    healthy = near_duplicates(nn(faces(400, 1)), tau)     # samples as diverse as the data
+    broken = near_duplicates(nn(collapsed(400, 2)), tau)
     assert healthy <= 0.05
     assert broken == 1.0
 
@@ -40,7 +45,7 @@ def test_near_duplicates_errors():
     with pytest.raises(ValueError, match="at least 2 samples"):
         nearest_neighbour_distances(backend.to_device(faces(1, 0)))
     with pytest.raises(ValueError, match=r"quantile must be in \(0, 1\)"):
-        near_duplicate_threshold(backend.to_device(faces(4, 0)), quantile=1.0)
+        near_duplicate_threshold(nn(faces(4, 0)), quantile=1.0)
 
 
 def _epoch(watch, out, epoch, quality, diversity, checkpoint):
@@ -52,9 +57,9 @@ def _epoch(watch, out, epoch, quality, diversity, checkpoint):
 def test_the_watch_warns_on_a_collapse_and_keeps_the_best_checkpoint(tmp_path):
     said = []
     watch = CollapseWatch("SWD", "distinct share", drop=0.1, say=said.append)
-    tau = near_duplicate_threshold(faces(200, 0))
-    healthy = 1 - near_duplicates(faces(200, 1), tau)
-    broken = 1 - near_duplicates(collapsed(200, 2), tau)
+    tau = near_duplicate_threshold(nn(faces(200, 0)))
+    healthy = 1 - near_duplicates(nn(faces(200, 1)), tau)
+    broken = 1 - near_duplicates(nn(collapsed(200, 2)), tau)
     _epoch(watch, tmp_path, 1, 9.0, healthy, b"epoch 1")
     _epoch(watch, tmp_path, 2, 6.0, healthy, b"epoch 2")          # the best quality so far
     row = _epoch(watch, tmp_path, 3, 7.5, broken, b"epoch 3")     # collapsed
@@ -72,9 +77,9 @@ def test_the_watch_warns_on_a_collapse_and_keeps_the_best_checkpoint(tmp_path):
 def test_the_watch_stays_quiet_on_a_healthy_run(tmp_path):
     said = []
     watch = CollapseWatch("SWD", "distinct share", drop=0.1, say=said.append)
-    tau = near_duplicate_threshold(faces(200, 0))
+    tau = near_duplicate_threshold(nn(faces(200, 0)))
     for epoch, quality in enumerate([9.0, 7.0, 7.5, 6.5, 6.8], start=1):  # quality wobbles, diversity holds
-        _epoch(watch, tmp_path, epoch, quality, 1 - near_duplicates(faces(200, epoch), tau), f"e{epoch}".encode())
+        _epoch(watch, tmp_path, epoch, quality, 1 - near_duplicates(nn(faces(200, epoch)), tau), f"e{epoch}".encode())
     assert said == []
     assert (tmp_path / BEST).read_bytes() == b"e4"
     assert read_csv_log(tmp_path / "watch.csv")["collapse_warning"].sum() == 0
@@ -126,15 +131,15 @@ def test_a_generator_made_to_collapse_is_caught(tmp_path):
     from test_began import tiny_trainer
     trainer = tiny_trainer(size=32)
     real = backend.to_device(faces(64, 0).repeat(4, axis=2).repeat(4, axis=3))   # 32x32 stand-ins
-    tau = near_duplicate_threshold(real)
+    tau = near_duplicate_threshold(nearest_neighbour_distances(real))
     said = []
     watch = CollapseWatch("SWD", "distinct share", drop=0.1, say=said.append)
-    _epoch(watch, tmp_path, 1, 5.0, 1 - near_duplicates(backend.to_device(faces(64, 9).repeat(4, 2).repeat(4, 3)), tau),
+    _epoch(watch, tmp_path, 1, 5.0, 1 - near_duplicates(nn(faces(64, 9).repeat(4, 2).repeat(4, 3)), tau),
            b"healthy epoch")
     for p in trainer.G.parameters():
         p.data[...] = 0 * p.data                      # every z now gives the same image
     fake = trainer.generate(64, to_host=False)["samples"]
-    distinct = 1 - near_duplicates(fake, tau)
+    distinct = 1 - near_duplicates(nearest_neighbour_distances(fake), tau)
     assert distinct == 0.0
     row = _epoch(watch, tmp_path, 2, 9.0, distinct, b"collapsed epoch")
     assert row["collapse_warning"] == 1 and len(said) == 1 and "may be collapsing" in said[0]
@@ -142,9 +147,9 @@ def test_a_generator_made_to_collapse_is_caught(tmp_path):
 
 
 def test_spread_is_about_one_for_data_like_samples_and_zero_for_a_collapse():
-    real = backend.to_device(faces(300, 0))
-    assert 0.9 < spread(backend.to_device(faces(300, 1)), real) < 1.1
-    assert spread(backend.to_device(collapsed(300, 2)), real) < 0.01
+    real = nn(faces(300, 0))
+    assert 0.9 < spread(nn(faces(300, 1)), real) < 1.1
+    assert spread(nn(collapsed(300, 2)), real) < 0.01
 
 
 @pytest.mark.numpy_only

@@ -193,15 +193,15 @@ class ElementwiseKernel:
 
     Call it with the inputs, then the outputs (written in place; an output may also be read, as in
     an update ``m = b * m + ...``). Python numbers pass as scalar parameters. Every kernel is kept in
-    ``ElementwiseKernel.all``: tests compile each body with NVRTC for a GPU and, as C++ on the CPU,
+    ``ElementwiseKernel.defined``: tests compile each body with NVRTC for a GPU and, as C++ on the CPU,
     check it against its host form (tests/test_kernels.py).
     """
-    all = []
+    defined = []  # every kernel made, in order
 
     def __init__(self, name, in_params, out_params, body, host):
         self.name, self.in_params, self.out_params, self.body, self.host = name, in_params, out_params, body, host
         self._compiled = None
-        ElementwiseKernel.all.append(self)
+        ElementwiseKernel.defined.append(self)
 
     def __call__(self, *args):
         xp = get_array_module(*(a for a in args if not isinstance(a, np.generic)))  # scalars may be NumPy's
@@ -387,13 +387,13 @@ def select_device(n: int):
     _xp.cuda.Device(n).use()
 
 
-
 def nccl():
     """CuPy's NCCL bindings (``cupy.cuda.nccl``), for tinygan.distributed's collectives between GPUs."""
     if _name != "cupy":
         raise BackendError(f"NCCL runs between GPUs: it needs the cupy backend, not {_name!r}")
     from cupy.cuda import nccl as module
     return module
+
 
 # ---- CPU threads for the work BLAS does not take ---------------------------------------------
 # A GEMM uses every core through BLAS, but NumPy runs each elementwise op, copy and small batched

@@ -14,8 +14,9 @@ smooth early faces score 1 at every scale down to 8x8), so the collapse watch fo
 companion, the spread: the median nearest-neighbour distance among generated samples over the
 median among real ones (about 1 for samples as diverse as the data, 0 for one image; BEGAN 64x64
 after one epoch: 0.12).
-Distances are Euclidean over all pixels, from one GEMM per set (|a|^2 + |b|^2 - 2 a.b); device
-arrays are used where they are (CuPy, or the strict emulation) and only the score comes back.
+Distances are Euclidean over all pixels, from one GEMM per set (|a|^2 + |b|^2 - 2 a.b), computed
+once per set by :func:`nearest_neighbour_distances`; the scores take those distances. Device arrays
+are used where they are (CuPy, or the strict emulation) and only the scores come back.
 """
 from __future__ import annotations
 
@@ -36,21 +37,20 @@ def nearest_neighbour_distances(x):
     return xp.sqrt(xp.maximum(d2.min(axis=1), 0))
 
 
-def near_duplicate_threshold(real, quantile=0.01):
+def near_duplicate_threshold(real_distances, quantile=0.01):
     """tau: the ``quantile`` of the real samples' nearest-neighbour distances (a 0-d array on their device)."""
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-    d = backend.get_array_module(real).sort(nearest_neighbour_distances(real))
+    d = backend.get_array_module(real_distances).sort(real_distances)
     return d[min(len(d) - 1, int(quantile * len(d)))]
 
 
-def near_duplicates(fake, threshold):
-    """Share (a host float) of ``fake`` samples whose nearest other fake is closer than ``threshold``."""
-    return float(backend.to_host((nearest_neighbour_distances(fake) < threshold).mean()))
+def near_duplicates(fake_distances, threshold):
+    """Share (a host float) of fake samples whose nearest other fake is closer than ``threshold``."""
+    return float(backend.to_host((fake_distances < threshold).mean()))
 
 
-def spread(fake, real):
-    """Median nearest-neighbour distance among ``fake`` over the median among ``real`` (a host float)."""
-    xp = backend.get_array_module(fake, real)
-    f, r = nearest_neighbour_distances(fake), nearest_neighbour_distances(real)
-    return float(backend.to_host(xp.median(f) / xp.median(r)))
+def spread(fake_distances, real_distances):
+    """Median nearest-neighbour distance among the fakes over the median among the reals (a host float)."""
+    xp = backend.get_array_module(fake_distances, real_distances)
+    return float(backend.to_host(xp.median(fake_distances) / xp.median(real_distances)))

@@ -145,10 +145,10 @@ def elu(x, alpha=1.0):
     """
     xp = _xp(x)
     out = xp.empty_like(x.data)  # an array also for 0-d input, which the out= calls need
-    if not 0 < alpha <= 1:
-        xp.expm1(xp.minimum(x.data, 0), out=out)
-        out = xp.where(x.data > 0, x.data, alpha * out)
+    if not 0 < alpha <= 1:  # the branches do not meet in a maximum: where(), and the input's sign kept
         positive = x.data > 0
+        xp.expm1(xp.minimum(x.data, 0), out=out)
+        out = xp.where(positive, x.data, alpha * out)
         return Tensor.from_op(out, (x,), lambda g: (g * xp.where(positive, 1, out + alpha),))
     _ELU_FORWARD(x.data, alpha, out)
 

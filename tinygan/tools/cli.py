@@ -93,7 +93,7 @@ def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None,
     g.add_argument("--seed", type=count, default=0, help="seed of initialisation, noise and data order")
     if ema is not None:  # the GAN examples' default decay; the classifier has no generator
         g.add_argument("--ema", type=ema_decay, default=ema, metavar="DECAY",
-                           help="decay of the moving average of G's parameters (generator averaging) that grids, "
+                       help="decay of the moving average of G's parameters (generator averaging) that grids, "
                             "samples and metrics are drawn from; 0: off, draw from G as trained")
     g.add_argument("--out", metavar="DIR", default=out,
                    help="run folder for logs, grids, samples and checkpoint.npz" + ("" if out else f" (default: {out_help})"))
