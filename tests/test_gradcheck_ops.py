@@ -286,6 +286,8 @@ ELEMENTWISE = [
     ("leaky_relu(0.2)", lambda x: F.leaky_relu(x, 0.2), lambda v: np.where(v > 0, v, 0.2 * v), "away"),
     ("elu", F.elu, lambda v: np.where(v > 0, v, np.exp(v) - 1), "away"),
     ("elu(alpha=0.5)", lambda x: F.elu(x, 0.5), lambda v: np.where(v > 0, v, 0.5 * (np.exp(v) - 1)), "away"),
+    # alpha > 1: the branches do not meet in a maximum, so the forward takes where() (not the fused kernel)
+    ("elu(alpha=1.5)", lambda x: F.elu(x, 1.5), lambda v: np.where(v > 0, v, 1.5 * (np.exp(v) - 1)), "away"),
     # alpha <= 0 (allowed, as in PyTorch) takes the branch that keeps the input's sign for the backward
     ("elu(alpha=-0.5)", lambda x: F.elu(x, -0.5), lambda v: np.where(v > 0, v, -0.5 * (np.exp(v) - 1)), "away"),
     ("sigmoid", F.sigmoid, _np_sigmoid, "wide"),
