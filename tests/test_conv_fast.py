@@ -276,3 +276,33 @@ def test_strict_backend_runs_the_winograd_path_on_device(winograd_only):
     got = [y.numpy()] + [backend.to_host(t.grad) for t in ts]
     for a, e in zip(got, expected):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("limit", [0, 1 << 40], ids=["recomputed", "kept"])
+def test_the_weight_gradient_is_the_same_with_v_kept_or_recomputed(monkeypatch, limit):
+    """The forward keeps V (the transformed tiles) for the weight gradient up to KEEP_V_BYTES and
+    the backward recomputes a larger one; both give the same bits, and a conv run in between (which
+    overwrites every work buffer) changes neither. The input transform runs once (kept) or twice."""
+    calls = []
+    transform = winograd._winograd_input
+    monkeypatch.setattr(winograd, "_winograd_input", lambda *a, **k: calls.append(1) or transform(*a, **k))
+    host = [normal((2, 3, 9, 7), 32), normal((4, 3, 3, 3), 33), normal((2, 4, 9, 7), 34)]
+
+    def grads(keep_limit):
+        monkeypatch.setattr(winograd, "KEEP_V_BYTES", keep_limit)
+        x, w = (tg.Tensor(a, requires_grad=True) for a in host[:2])
+        y = F.conv2d(x, w, padding=1)
+        F.conv2d(T(normal((2, 3, 9, 7), 35)), T(normal((4, 3, 3, 3), 36)), padding=1)  # reuses the buffers
+        y.backward(host[2])
+        return x.grad, w.grad
+
+    calls.clear()
+    got = grads(limit)
+    assert len(calls) == (3 if limit == 0 else 2)   # 2 forwards, and the backward's recompute when not kept
+    x, w = (tg.Tensor(a, requires_grad=True) for a in host[:2])
+    direct(x, w, padding=1).backward(host[2])                  # the reference path, im2col
+    for a, e in zip(got, (x.grad, w.grad)):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
+    other = grads(1 << 40 if limit == 0 else 0)
+    for a, b in zip(got, other):
+        np.testing.assert_array_equal(a, b)

@@ -7,7 +7,7 @@ needs them), kept per array module and device.
 from __future__ import annotations
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Tensor, is_grad_enabled
 from .core import _gemm, _wants, _xp, profiled
 
 # Work buffers reused from call to call, one per (array module and device, dtype, tag), so the
@@ -88,6 +88,15 @@ WINOGRAD_TILE = 4
 WINOGRAD_RTOL = 5e-5
 
 
+# The forward's V (the transformed input tiles, (m + 2)^2 / m^2 = 2.25 times the input) is kept for
+# the weight gradient when it takes at most this many bytes; a larger one is recomputed from the
+# input in the backward. Measured, one run, 1 BLAS thread, keeping every V against none: BEGAN
+# 32x32 n=32 0.360 -> 0.313 s/step (peak 130 -> 176 MB); 64x64 n=64 3.86 -> 3.51 s (1,022 -> 1,406
+# MB); 64x64 n=128 10.7 -> 10.3 s for 2,064 -> 2,881 MB. With this limit that last one recomputes
+# only its 64x64 layers' V (75 MB each) and keeps its peak (2,081 MB); the others keep every V.
+KEEP_V_BYTES = 64 * 2**20
+
+
 _WINOGRAD_ARRAYS = {}
 
 
@@ -166,13 +175,18 @@ def _batched_matmul(xp, small, stack, out, axis):
 
 
 @profiled("transform")
-def _winograd_input(xt, bt, th, tw, xp):
-    """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array."""
-    return (_winograd_input_gathered if _gathered(xp) else _winograd_input_batched)(xt, bt, th, tw, xp)
+def _winograd_input(xt, bt, th, tw, xp, keep=False):
+    """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C), in a work
+    array, or with ``keep`` in a new one (the forward's V, kept for the backward)."""
+    a, (n, c) = bt.shape[0], xt.shape[2:]
+    shape = (a, a, th, tw, n, c)
+    v = xp.empty(shape, dtype=xt.dtype) if keep else _scratch(xp, "v", shape, xt.dtype)
+    (_winograd_input_gathered if _gathered(xp) else _winograd_input_batched)(xt, bt, th, tw, xp, v)
+    return v
 
 
-def _winograd_input_gathered(xt, bt, th, tw, xp):
-    """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array.
+def _winograd_input_gathered(xt, bt, th, tw, xp, v):
+    """V = B^T d B for every a x a input tile d: (hp, wp, N, C) into v, (a, a, th, tw, N, C).
 
     Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2. One strided copy
     gathers every tile's a*a values, position (k, l) first, and one 2-D GEMM with B^T (x) B^T
@@ -184,13 +198,11 @@ def _winograd_input_gathered(xt, bt, th, tw, xp):
     s0, s1 = xt.strides[:2]
     gathered = _scratch(xp, "gather", (a, a, th, tw, n * c), xt.dtype)    # [k, l, t, u] = x[t*m + k, u*m + l]
     gathered[...] = xp.lib.stride_tricks.as_strided(xt, gathered.shape, (s0, s1, m * s0, m * s1, xt.itemsize))
-    v = _scratch(xp, "v", (a, a, th, tw, n, c), xt.dtype)
     xp.matmul(_kron(bt), gathered.reshape(a * a, -1), out=v.reshape(a * a, -1))
-    return v
 
 
-def _winograd_input_batched(xt, bt, th, tw, xp):
-    """V = B^T d B for every a x a input tile d: (hp, wp, N, C) -> (a, a, th, tw, N, C) work array.
+def _winograd_input_batched(xt, bt, th, tw, xp, v):
+    """V = B^T d B for every a x a input tile d: (hp, wp, N, C) into v, (a, a, th, tw, N, C).
 
     Tile (t, u) starts at row t*m, column u*m; neighbouring tiles overlap by 2. Rows first (one
     product per tile row over every column, image and channel), then columns, TILE_ROWS tile rows
@@ -200,7 +212,6 @@ def _winograd_input_batched(xt, bt, th, tw, xp):
     hp, wp, n, c = xt.shape
     a = bt.shape[0]
     m, nc, item = a - 2, n * c, xt.itemsize
-    v = _scratch(xp, "v", (a, a, th, tw, n, c), xt.dtype)
     out = v.reshape(a, a, th, tw, nc).transpose(0, 2, 3, 1, 4)          # (a_i, th, tw, a_j, nc)
 
     def part(s):
@@ -213,7 +224,6 @@ def _winograd_input_batched(xt, bt, th, tw, xp):
             cols = xp.lib.stride_tricks.as_strided(h, (a, r, tw, a, nc), (h.strides[0], h.strides[1], m * h.strides[2], h.strides[2], item))
             xp.matmul(bt, cols, out=out[:, t:t + r])
     backend.split_run(xp, part, th, xt.size)
-    return v
 
 
 @profiled("transform")
@@ -374,21 +384,8 @@ def _conv2d_winograd(x, weight, bias, ph, pw, m=None):
     Column 1 of A^T is all ones, so the bias is added to M[1, 1] (it then
     reaches each output of the tile once) and dbias is the sum of dM[1, 1].
 
-    F(2x2, 3x3), interpolation points 0, -1, 1:
-
-        B^T = [1  0 -1  0]     G = [ 1    0    0 ]     A^T = [1  1  1  0]
-              [0  1  1  0]         [1/2  1/2  1/2]           [0  1 -1 -1]
-              [0 -1  1  0]         [1/2 -1/2  1/2]
-              [0  1  0 -1]         [ 0    0    1 ]
-
-    F(4x4, 3x3), interpolation points 0, -1, 1, -2, 2:
-
-        B^T = [4  0 -5  0  1  0]   G = [ 1/4    0     0  ]   A^T = [1  1  1  1  1  0]
-              [0 -4 -4  1  1  0]       [-1/6  -1/6  -1/6 ]         [0  1 -1  2 -2  0]
-              [0  4 -4 -1  1  0]       [-1/6   1/6  -1/6 ]         [0  1  1  4  4  0]
-              [0 -2 -1  2  1  0]       [1/24  1/12   1/6 ]         [0  1 -1  8 -8  1]
-              [0  2 -1 -2  1  0]       [1/24 -1/12   1/6 ]
-              [0  4  0 -5  0  1]       [  0     0     1  ]
+    B^T, G and A^T for m = 2 (interpolation points 0, -1, 1) and m = 4 (0, +-1, +-2)
+    are written out in _WINOGRAD above.
 
     Per output pixel F(m x m, 3 x 3) needs (m + 2)^2 / m^2 multiplications per
     (c, o) pair instead of 9: 4 for m = 2 (2.25x fewer), 2.25 for m = 4 (4x
@@ -401,9 +398,9 @@ def _conv2d_winograd(x, weight, bias, ph, pw, m=None):
     the result is returned as an NCHW view of (H, W, N, O) memory, which
     elementwise ops keep and the next 3x3 conv reads without a transposing copy.
 
-    Memory: nothing but the input tensor itself is kept for the backward; the
-    padded tiles and V (a^2/m^2 times the input) are recomputed there when the
-    weight gradient is wanted. Temporaries live in reused work buffers.
+    Memory: the backward needs V for the weight gradient; the forward keeps it
+    when it is at most KEEP_V_BYTES and otherwise the backward recomputes it
+    from the input. Other temporaries live in reused work buffers.
 
     Rounding (float32, vs the direct conv; see tests/test_conv_fast.py): the
     transforms' larger coefficients of F(4x4) cost accuracy, so the result
@@ -422,7 +419,8 @@ def _conv2d_winograd(x, weight, bias, ph, pw, m=None):
     dtype = x.dtype
     bt, gm, at = _winograd_matrices(m, xp, dtype)
     u = _winograd_weight(weight.data, gm)
-    v = _winograd_input(_to_tiles(x.data, ph, pw, hp, wp, xp), bt, th, tw, xp).reshape(a * a, p, c)
+    keep = is_grad_enabled() and _wants(weight) and a * a * p * c * x.dtype.itemsize <= KEEP_V_BYTES
+    v = _winograd_input(_to_tiles(x.data, ph, pw, hp, wp, xp), bt, th, tw, xp, keep).reshape(a * a, p, c)
     mm = _gemm(v, u.transpose(0, 2, 1), out=_scratch(xp, "m", (a * a, p, o), dtype))
     if bias is not None:
         row = mm[a + 1]
@@ -439,12 +437,14 @@ def _conv2d_winograd(x, weight, bias, ph, pw, m=None):
         gb = dm[a + 1].sum(axis=0) if _wants(bias) else None
         gw = gx = None
         if _wants(weight):
-            v = _winograd_input(_to_tiles(x.data, ph, pw, hp, wp, xp), bt, th, tw, xp).reshape(a * a, p, c)
-            du = _gemm(dm.transpose(0, 2, 1), v)                       # (a*a, O, C)
+            vb = v if keep else _winograd_input(_to_tiles(x.data, ph, pw, hp, wp, xp), bt, th, tw, xp).reshape(a * a, p, c)
+            du = _gemm(dm.transpose(0, 2, 1), vb)                       # (a*a, O, C)
             gw = _winograd_weight_adjoint(du, gm)
         if _wants(x):
             dv = _gemm(dm, u, out=_scratch(xp, "v", (a * a, p, c), g.dtype))
             dx = _winograd_input_adjoint(dv.reshape(a, a, th, tw, n, c), bt, hp, wp, xp)
             gx = dx[ph:ph + h, pw:pw + w].transpose(2, 3, 0, 1)
         return gx, gw, gb
+    if not keep:
+        del v  # (a work buffer: the next conv overwrites it)
     return Tensor.from_op(out, (x, weight, bias) if bias is not None else (x, weight), backward)
