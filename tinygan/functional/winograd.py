@@ -90,10 +90,10 @@ WINOGRAD_RTOL = 5e-5
 
 # The forward's V (the transformed input tiles, (m + 2)^2 / m^2 = 2.25 times the input) is kept for
 # the weight gradient when it takes at most this many bytes; a larger one is recomputed from the
-# input in the backward. Measured, one run, 1 BLAS thread, keeping every V against none: BEGAN
-# 32x32 n=32 0.360 -> 0.313 s/step (peak 130 -> 176 MB); 64x64 n=64 3.86 -> 3.51 s (1,022 -> 1,406
-# MB); 64x64 n=128 10.7 -> 10.3 s for 2,064 -> 2,881 MB. With this limit that last one recomputes
-# only its 64x64 layers' V (75 MB each) and keeps its peak (2,081 MB); the others keep every V.
+# input in the backward. Measured, 1 BLAS thread, keeping every V against none: BEGAN 32x32 n=32
+# 0.360 -> 0.313 s/step (peak 130 -> 176 MB); 64x64 n=64 3.86 -> 3.51 s (1,022 -> 1,406 MB); 64x64
+# n=128 10.7 -> 10.3 s for 2,064 -> 2,881 MB. With this limit the 64x64 layers of D (real and fake
+# batches together, 72 MB at n=64) recompute: n=64 3.38 s at a peak of 1,076 MB, n=128 2,081 MB.
 KEEP_V_BYTES = 64 * 2**20
 
 
