@@ -426,6 +426,7 @@ def _conv2d_winograd(x, weight, bias, ph, pw, m=None):
         row = mm[a + 1]
         row += bias.data  # (not mm[a + 1] += ...: on CuPy that is an add and a copy onto itself)
     out = _winograd_output(mm.reshape(a, a, th, tw, n, o), at, xp)[:ho, :wo].transpose(2, 3, 0, 1)
+    kept = v if keep else None  # (not kept, v is a work buffer that the next conv overwrites)
 
     def backward(g):
         gy = g.transpose(2, 3, 0, 1)
@@ -437,14 +438,12 @@ def _conv2d_winograd(x, weight, bias, ph, pw, m=None):
         gb = dm[a + 1].sum(axis=0) if _wants(bias) else None
         gw = gx = None
         if _wants(weight):
-            vb = v if keep else _winograd_input(_to_tiles(x.data, ph, pw, hp, wp, xp), bt, th, tw, xp).reshape(a * a, p, c)
-            du = _gemm(dm.transpose(0, 2, 1), vb)                       # (a*a, O, C)
+            v = kept if keep else _winograd_input(_to_tiles(x.data, ph, pw, hp, wp, xp), bt, th, tw, xp).reshape(a * a, p, c)
+            du = _gemm(dm.transpose(0, 2, 1), v)                       # (a*a, O, C)
             gw = _winograd_weight_adjoint(du, gm)
         if _wants(x):
             dv = _gemm(dm, u, out=_scratch(xp, "v", (a * a, p, c), g.dtype))
             dx = _winograd_input_adjoint(dv.reshape(a, a, th, tw, n, c), bt, hp, wp, xp)
             gx = dx[ph:ph + h, pw:pw + w].transpose(2, 3, 0, 1)
         return gx, gw, gb
-    if not keep:
-        del v  # (a work buffer: the next conv overwrites it)
     return Tensor.from_op(out, (x, weight, bias) if bias is not None else (x, weight), backward)
