@@ -339,6 +339,14 @@ class EMA:
             a[...] = backend.to_device(saved[str(i)], a.dtype) if backend.is_host(saved[str(i)]) else saved[str(i)]
         self.decay, self.updates = s["decay"], int(s["updates"])
 
+    def resume(self, s):
+        """A trainer's resume: load the state ``s``, or, for a run saved without an average (None),
+        start from the parameters just loaded."""
+        if s is None:
+            self.reset()
+        else:
+            self.load_state_dict(s)
+
 
 def averaged(ema):
     """``ema.swapped()``, or a block that changes nothing where ``ema`` is None."""

@@ -156,7 +156,5 @@ class BEGANTrainer:
         self.k = backend.to_device(s["k"], backend.DEFAULT_DTYPE)
         self.schedule.load_state_dict(s["schedule"])  # and the optimisers' rate with it
         self.fixed_noise = backend.to_device(s["fixed_noise"], backend.DEFAULT_DTYPE)
-        if self.ema is not None and "ema" in s:
-            self.ema.load_state_dict(s["ema"])
-        elif self.ema is not None:  # a state saved without an average: it starts from the loaded G
-            self.ema.reset()
+        if self.ema is not None:
+            self.ema.resume(s.get("ema"))

@@ -315,9 +315,7 @@ class GANTrainer:
         self.opt_d.load_state_dict(s["opt_d"])
         self.fixed_noise = backend.to_device(s["fixed_noise"], backend.DEFAULT_DTYPE)
         self.steps = int(s.get("steps", 0))
-        if self.ema is not None and "ema" in s:
-            self.ema.load_state_dict(s["ema"])
-        elif self.ema is not None:  # a state saved without an average: it starts from the loaded G
-            self.ema.reset()
+        if self.ema is not None:
+            self.ema.resume(s.get("ema"))
         if self.fixed_labels is not None:
             self.fixed_labels = backend.to_device(s["fixed_labels"])
