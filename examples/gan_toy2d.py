@@ -47,7 +47,7 @@ from tqdm import tqdm  # noqa: E402
 
 EXAMPLE = "gan_toy2d"
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them. With the
-#: linear lr decay, --epochs sets the length of the decay, so it is the run's own too (see main).
+#: linear lr decay, --epochs sets the length of the decay, so it is the run's own too (cli.prepare_run).
 RUN_OWN = ("mixture", "latent_dim", "width", "depth", "k", "batch_size", "seed", "train_size", "loss",
            "lr", "beta1", "lr_decay", "ema", "pack")
 #: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
@@ -80,20 +80,9 @@ def build_parser():
                    help="PacGAN (Lin et al. 2018): D judges this many points at once, all real or all fake "
                         "(1: the plain GAN); the batch size must divide by it")
     g.add_argument("--train-size", type=cli.positive_int, default=400_000, help="points drawn from the mixture for training (at least one batch)")
-    g.add_argument("--lr-decay", choices=("none", "linear"), default="linear",
-                   help="linear: both learning rates fall linearly to 0 over the run, which sharpens the modes at the end")
+    cli.add_lr_decay_arg(g, default="linear")
     g.add_argument("--num-samples", type=cli.positive_int, default=2500, help="samples scored at the end and saved to samples.npy")
     return p
-
-
-def _saved_decay(args):
-    """The lr decay of the run being resumed (its --epochs is the decay's length when it is linear)."""
-    from tinygan.train.rundir import read_config
-    run = args.resume if isinstance(args.resume, str) else (args.out or default_out(args))
-    try:
-        return read_config(run)["extra"].get("lr_decay")
-    except Exception:
-        return None  # prepare_run reports what is wrong with the folder
 
 
 def default_out(args):
@@ -109,7 +98,7 @@ def build(args):
     G = ToyGenerator(args.latent_dim, args.width, args.depth, scale=scale)
     D = ToyDiscriminator(args.width, args.depth, scale=scale, pack=args.pack)
     # 2500 fixed noise vectors: the density image needs many points, not a grid of 64
-    decay = args.epochs * (args.train_size // (args.k * args.batch_size)) if args.lr_decay == "linear" else None
+    decay = cli.decay_steps(args, args.train_size, args.k * args.batch_size)
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999), image_range=None,
                       num_fixed=2500, lr_decay_steps=decay, ema=args.ema or None, pack=args.pack)
 
@@ -188,11 +177,7 @@ def main(argv=None):
     started = time.perf_counter()
 
     with cli.friendly_errors(DataError, CheckpointError):
-        linear = args.resume is not None and _saved_decay(args) == "linear"
-        args = cli.prepare_run(args, given, example=EXAMPLE, default_out=default_out,
-                               run_own=RUN_OWN + (("epochs",) if linear else ()),
-                               reasons={"epochs": "it sets the length of this run's linear lr decay "
-                                                  "(--lr-decay none runs can be extended)"},
+        args = cli.prepare_run(args, given, example=EXAMPLE, default_out=default_out, run_own=RUN_OWN,
                                introduced={"ema": 0.0, "pack": 1})
         if args.batch_size is None:
             args.batch_size = BATCH_SIZE[args.mixture]

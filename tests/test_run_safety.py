@@ -161,6 +161,35 @@ def test_resume_refuses_another_value_of_a_flag_that_fixes_the_model(tmp_path, f
                                  "with another --out)"]
 
 
+TOY = ["--mixture", "ring", "--train-size", "256", "--batch-size", "64", "--width", "8", "--depth", "1",
+       "--num-samples", "16", "--no-progress"]
+
+
+@pytest.mark.parametrize("decay", ["linear", "none"])
+def test_a_linear_lr_decay_fixes_epochs_on_resume_and_a_constant_lr_can_be_extended(tmp_path, capsys, decay):
+    """--epochs is the length of a linear decay (lr reaches 0 at its end), so it is the run's own then."""
+    out = tmp_path / "toy"
+    assert run_main(gan_toy2d.main, TOY + ["--epochs", "1", "--lr-decay", decay, "--out", str(out)], capsys)[0] == 0
+    code, _, err = run_main(gan_toy2d.main, ["--resume", str(out), "--epochs", "2", "--no-progress"], capsys)
+    steps = load_checkpoint(out / "checkpoint.npz")[1]["step"]
+    if decay == "linear":
+        assert code == 2 and err == [f"error: --resume: --epochs is 1 in the run {out}, got 2; it sets the length "
+                                     "of this run's linear lr decay (--lr-decay none runs can be extended), so it "
+                                     "cannot change on resume (start a new run with another --out)"]
+        assert steps == 4
+    else:
+        assert code == 0 and steps == 8
+
+
+def test_mnist_gans_take_the_lr_decay_and_a_run_without_it_resumes_as_constant(tmp_path):
+    args = mnist_gan.build_parser().parse_args(["--lr-decay", "linear", "--epochs", "3", "--batch-size", "50"])
+    trainer = mnist_gan.build(args, train_size=1000)
+    assert trainer.lr_decay_steps == 3 * 20
+    args = mnist_gan.build_parser().parse_args([])
+    assert args.lr_decay == "none" and mnist_gan.build(args).lr_decay_steps is None
+    assert "lr_decay" in mnist_gan.RUN_OWN and mnist_gan.INTRODUCED["lr_decay"] == "none"
+
+
 # ---- 5, 6, 7. bad input: one line, exit 2, before any work ---------------------------------------
 
 @pytest.fixture

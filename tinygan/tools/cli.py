@@ -137,6 +137,23 @@ def _one_line_warning(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
 
 
+LR_DECAY_HELP = ("linear: both learning rates fall linearly to 0 over the run (--epochs long), which "
+                 "sharpens the samples at the end; none: constant")
+LINEAR_DECAY_REASON = "it sets the length of this run's linear lr decay (--lr-decay none runs can be extended)"
+
+
+def add_lr_decay_arg(group, default):
+    """--lr-decay {none, linear}: a run's own setting; with linear, prepare_run makes --epochs its own too."""
+    group.add_argument("--lr-decay", choices=("none", "linear"), default=default, help=LR_DECAY_HELP)
+
+
+def decay_steps(args, train_size, examples_per_step):
+    """GANTrainer's lr_decay_steps for --lr-decay: the run's steps (--epochs of whole batches), or None."""
+    if args.lr_decay != "linear":
+        return None
+    return args.epochs * (train_size // examples_per_step)
+
+
 def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None, introduced=None):
     """Settle the run folder and the settings before any work starts.
 
@@ -148,7 +165,8 @@ def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None
     other saved flag is restored unless the command line gives it again
     (``--epochs``/``--max-steps`` go together: naming either says how long).
     Prints the flags that change. ``reasons`` may say, per flag, why it is the
-    run's own. ``introduced`` maps a flag added in a later version to the value
+    run's own. When ``lr_decay`` is in ``run_own`` and the run decays linearly,
+    ``epochs`` is its own too (the decay's length). ``introduced`` maps a flag added in a later version to the value
     that runs saved before it had (a resumed old run keeps training as it did).
     Returns ``args``.
     """
@@ -170,6 +188,9 @@ def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None
             fail(f"--resume: {out} holds a run of {saved['example']}, not of {example}; "
                  f"continue it with examples/{saved['example']}.py")
         saved = {**(introduced or {}), **saved}
+        if "lr_decay" in run_own and saved.get("lr_decay") == "linear":
+            run_own = tuple(run_own) + ("epochs",)  # --epochs is the length of the decay
+            reasons = {"epochs": LINEAR_DECAY_REASON, **reasons}
         missing = [name for name in run_own if name not in saved]
         if missing:
             fail(f"--resume: {out / 'config.json'} lacks the setting {missing[0]!r} of this run; "

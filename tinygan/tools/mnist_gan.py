@@ -29,11 +29,11 @@ from ..train import CollapseWatch, fit, grid_hook
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
 RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "batch_norm", "k",
-           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema")
+           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay")
 #: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
 EMA_DECAY = 0.999
 #: Flags added after runs were saved without them, and the value those runs trained with.
-INTRODUCED = {"ema": 0.0}
+INTRODUCED = {"ema": 0.0, "lr_decay": "none"}
 NUM_CLASSES = 10
 
 
@@ -73,6 +73,7 @@ def build_parser(conditional=False, doc=__doc__):
                        "without it the conditional G collapsed onto one image for all labels early in training"
                        if conditional else "without it the Frechet distance after 20 epochs was 28, not 14 "
                        "(docs/gan/RESULTS.md)"))
+    cli.add_lr_decay_arg(g, default="none")
     g.add_argument("--num-samples", type=cli.positive_int, default=10000, help="samples written to samples.npy at the end")
     g.add_argument("--eval-samples", type=eval_count, default=2000,
                    help="samples the MNIST judge scores after each epoch, into metrics.csv (0: off, else at least 2)")
@@ -92,7 +93,7 @@ def to_device(batch):
     return x, backend.to_device(batch[1].astype(np.int64))
 
 
-def build(args, conditional=False):
+def build(args, conditional=False, train_size=60000):
     classes = NUM_CLASSES if conditional else None
     if args.arch == "mlp":
         G = MLPGenerator(args.latent_dim, args.g_hidden, (1, 28, 28), num_classes=classes,
@@ -103,7 +104,8 @@ def build(args, conditional=False):
         D = DCGANDiscriminator(args.filters, num_classes=classes)
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
-                      num_fixed=100 if conditional else 64, ema=args.ema or None)
+                      num_fixed=100 if conditional else 64, ema=args.ema or None,
+                      lr_decay_steps=cli.decay_steps(args, train_size, args.k * args.batch_size))
 
 
 def describe(scores):
@@ -145,7 +147,7 @@ def main(argv=None, conditional=False, doc=__doc__):
         images, labels = load_mnist(args.data, "train", progress=not args.no_progress)
         judge = None if args.no_judge else mnist_judge.get_judge(args.data, progress=not args.no_progress)
         backend.seed(args.seed)
-        trainer = build(args, conditional)
+        trainer = build(args, conditional, train_size=len(images))
         config = cli.loop_config(args, batch_size=args.k * args.batch_size, num_samples=args.num_samples,
                                  extra=dict(vars(args), conditional=conditional))
         hooks = [grid_hook(trainer, scale=2, nrow=trainer.fixed_nrow)]
