@@ -76,9 +76,7 @@ def build_parser():
     g.add_argument("--latent-dim", type=cli.positive_int, default=2, help="size of the noise z")
     g.add_argument("--width", type=cli.positive_int, default=128, help="units per hidden layer of G and D")
     g.add_argument("--depth", type=cli.positive_int, default=3, help="hidden layers of G and D")
-    g.add_argument("--pack", type=cli.positive_int, default=1,
-                   help="PacGAN (Lin et al. 2018): D judges this many points at once, all real or all fake "
-                        "(1: the plain GAN); the batch size must divide by it")
+    cli.add_pack_arg(g, what="points")
     g.add_argument("--train-size", type=cli.positive_int, default=400_000, help="points drawn from the mixture for training (at least one batch)")
     cli.add_lr_decay_arg(g, default="linear")
     g.add_argument("--num-samples", type=cli.positive_int, default=2500, help="samples scored at the end and saved to samples.npy")
@@ -181,9 +179,7 @@ def main(argv=None):
                                introduced={"ema": 0.0, "pack": 1})
         if args.batch_size is None:
             args.batch_size = BATCH_SIZE[args.mixture]
-        if args.batch_size % args.pack:
-            cli.fail(f"--batch-size {args.batch_size} does not divide by --pack {args.pack}: D judges "
-                     f"{args.pack} points at once, so each batch must hold whole packs")
+        cli.check_pack(args, what="points")
         if args.train_size < args.k * args.batch_size:
             cli.fail(f"--train-size {args.train_size:,} is smaller than one step's batch "
                      f"(--k {args.k} x --batch-size {args.batch_size} = {args.k * args.batch_size:,})")

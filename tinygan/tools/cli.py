@@ -147,6 +147,20 @@ def add_lr_decay_arg(group, default):
     group.add_argument("--lr-decay", choices=("none", "linear"), default=default, help=LR_DECAY_HELP)
 
 
+def add_pack_arg(group, what="samples"):
+    """--pack M: PacGAN's packing (GANTrainer(pack=M)), a run's own setting."""
+    group.add_argument("--pack", type=positive_int, default=1,
+                       help=f"PacGAN (Lin et al. 2018): D judges this many {what} at once, all real or all fake "
+                            "(1: the plain GAN); the batch size must divide by it")
+
+
+def check_pack(args, what="samples"):
+    """One line, before any work, when a batch does not hold whole packs."""
+    if args.batch_size % args.pack:
+        fail(f"--batch-size {args.batch_size} does not divide by --pack {args.pack}: D judges "
+             f"{args.pack} {what} at once, so each batch must hold whole packs")
+
+
 def decay_steps(args, train_size, examples_per_step):
     """GANTrainer's lr_decay_steps for --lr-decay: the run's steps (--epochs of whole batches), or None."""
     if args.lr_decay != "linear":

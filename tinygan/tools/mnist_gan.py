@@ -29,11 +29,11 @@ from ..train import CollapseWatch, fit, grid_hook
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
 RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "batch_norm", "k",
-           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay")
+           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay", "pack")
 #: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
 EMA_DECAY = 0.999
 #: Flags added after runs were saved without them, and the value those runs trained with.
-INTRODUCED = {"ema": 0.0, "lr_decay": "none"}
+INTRODUCED = {"ema": 0.0, "lr_decay": "none", "pack": 1}
 NUM_CLASSES = 10
 
 
@@ -74,6 +74,8 @@ def build_parser(conditional=False, doc=__doc__):
                        if conditional else "without it the Frechet distance after 20 epochs was 28, not 14 "
                        "(docs/gan/RESULTS.md)"))
     cli.add_lr_decay_arg(g, default="none")
+    if not conditional:  # a conditional D judges each sample against its own label
+        cli.add_pack_arg(g, what="digits")
     g.add_argument("--num-samples", type=cli.positive_int, default=10000, help="samples written to samples.npy at the end")
     g.add_argument("--eval-samples", type=eval_count, default=2000,
                    help="samples the MNIST judge scores after each epoch, into metrics.csv (0: off, else at least 2)")
@@ -95,16 +97,17 @@ def to_device(batch):
 
 def build(args, conditional=False, train_size=60000):
     classes = NUM_CLASSES if conditional else None
+    pack = getattr(args, "pack", 1)  # PacGAN: D sees `pack` digits as the channels of one input
     if args.arch == "mlp":
         G = MLPGenerator(args.latent_dim, args.g_hidden, (1, 28, 28), num_classes=classes,
                          batch_norm=args.batch_norm)
-        D = MLPDiscriminator((1, 28, 28), args.d_hidden, num_classes=classes, dropout=args.dropout)
+        D = MLPDiscriminator((pack, 28, 28), args.d_hidden, num_classes=classes, dropout=args.dropout)
     else:
         G = DCGANGenerator(args.latent_dim, args.filters, num_classes=classes)
-        D = DCGANDiscriminator(args.filters, num_classes=classes)
+        D = DCGANDiscriminator(args.filters, channels=pack, num_classes=classes)
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
-                      num_fixed=100 if conditional else 64, ema=args.ema or None,
+                      num_fixed=100 if conditional else 64, ema=args.ema or None, pack=pack,
                       lr_decay_steps=cli.decay_steps(args, train_size, args.k * args.batch_size))
 
 
@@ -143,6 +146,8 @@ def main(argv=None, conditional=False, doc=__doc__):
     with cli.friendly_errors(DataError, CheckpointError):
         args = cli.prepare_run(args, given, example="cgan_mnist" if conditional else "gan_mnist", run_own=RUN_OWN,
                                introduced=INTRODUCED)
+        if not conditional:
+            cli.check_pack(args, what="digits")
         cli.use_backend(args.backend, args.device)
         images, labels = load_mnist(args.data, "train", progress=not args.no_progress)
         judge = None if args.no_judge else mnist_judge.get_judge(args.data, progress=not args.no_progress)
