@@ -80,8 +80,8 @@ def build_parser():
     g.add_argument("--swd-samples", type=swd_count, default=1024, help="real and generated images compared by the per-epoch sliced Wasserstein distance (0: off, else at least 2)")
     s = p.add_argument_group("sampling from a trained run (no training)")
     s.add_argument("--sample", metavar="RUN", default=None,
-                   help="load RUN/checkpoint.npz and write samples.png (into --out if given, else into RUN); "
-                        "RUN/best.npz draws from the epoch with the best sliced Wasserstein distance instead")
+                   help=cli.SAMPLE_HELP.format(default="runs/began-lfw-<size>, or runs/began-<folder>-<size> with "
+                                               "--data") + "; best is the best sliced Wasserstein distance")
     s.add_argument("--n", type=cli.positive_int, default=64, help="with --sample: number of samples")
     s.add_argument("--interpolate", action="store_true", help="with --sample: also write a latent walk, samples_interpolation.png")
     s.add_argument("--raw", action="store_true", help="with --sample: draw from G as trained, not from its average (--ema)")
@@ -170,10 +170,7 @@ def epoch_hooks(trainer, images, args):
 
 def sample_from_run(args):
     """--sample RUN: samples (and a latent walk) from RUN's generator, written into --out or RUN."""
-    run, ckpt = Path(args.sample), "checkpoint.npz"
-    if run.suffix == ".npz":  # RUN/best.npz: the epoch the collapse watch found best
-        run, ckpt = run.parent, run.name
-    saved = cli.saved_run(run, EXAMPLE)
+    run, ckpt, saved = cli.sample_source(args.sample, EXAMPLE, default_out(args))
     arrays, meta = load_checkpoint(run / ckpt)
     for name in ("size", "filters", "hidden", "skip"):
         setattr(args, name, saved[name])

@@ -330,6 +330,36 @@ def test_mnist_examples_score_their_samples_with_the_judge(tmp_path, monkeypatch
     assert (out / "grid_epoch002.png").exists()
 
 
+@pytest.mark.parametrize("module", ["gan_mnist", "cgan_mnist"])
+def test_mnist_examples_sample_from_the_last_and_the_best_checkpoint(tmp_path, monkeypatch, capsys, module):
+    """--sample RUN, --sample RUN/best.npz and --sample best (the default run folder) write samples.png."""
+    from PIL import Image
+    from tinygan.eval import mnist_judge
+    from tinygan.tools import mnist_gan
+    example = __import__(module)
+    images, labels = tiny_image_data(64)
+    monkeypatch.setattr(mnist_gan, "load_mnist", lambda data, split, progress=True: (images, labels))
+    monkeypatch.setattr(mnist_judge, "get_judge", lambda data, progress=True:
+                        mnist_judge.MNISTJudge(mnist_judge.JudgeNet(), 0.99).set_reference(images))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / module  # the default --out
+    example.main(["--epochs", "1", "--batch-size", "16", "--g-hidden", "16", "--d-hidden", "16", "--pack", "2"][
+                 :-2 if module == "cgan_mnist" else None] + ["--eval-samples", "20", "--num-samples", "10", "--no-progress"])
+    assert (out / "best.npz").is_file()
+    capsys.readouterr()
+    example.main(["--sample", str(out), "--n", "20"])
+    assert f"wrote {out / 'samples.png'} (20 samples of the averaged G (decay 0.999), from step 4" in capsys.readouterr().out
+    with Image.open(out / "samples.png") as im:
+        width, height = im.size
+    # 20 samples: 10 rows of 2 (one row per digit) for the cGAN, 5 rows of 4 for the GAN
+    assert (width, height) == ((2 * 30 + 2) * 2, (10 * 30 + 2) * 2) if module == "cgan_mnist" else ((4 * 30 + 2) * 2, (5 * 30 + 2) * 2)
+    example.main(["--sample", "best", "--out", str(tmp_path / "best"), "--raw"])
+    assert "samples of G as trained" in capsys.readouterr().out and (tmp_path / "best" / "samples.png").is_file()
+    with pytest.raises(SystemExit):
+        example.main(["--sample", str(tmp_path / "best")])
+    assert "--sample: " in capsys.readouterr().err
+
+
 def test_mnist_example_offline_points_to_data(tmp_path, monkeypatch, capsys):
     import socket
     import gan_mnist

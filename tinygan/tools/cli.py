@@ -261,6 +261,32 @@ def saved_run(run, example):
     return saved
 
 
+SAMPLE_HELP = ("load RUN's last checkpoint (RUN/checkpoint.npz) and write samples.png (into --out if given, "
+               "else into RUN); RUN/best.npz draws from the epoch the collapse watch scored best instead, and "
+               "the word best from the best epoch of the default run folder ({default})")
+
+
+def sample_source(spec, example, default_run):
+    """--sample SPEC: (run folder, checkpoint file name, the run's saved settings).
+
+    SPEC is a run folder (its last checkpoint, ``checkpoint.npz``), ``RUN/best.npz`` (the epoch
+    the collapse watch scored best) or the word ``best``: ``default_run``'s best.npz (a folder
+    named best, where one exists, is taken as a folder).
+    """
+    path = Path(spec)
+    if spec == "best" and not path.is_dir():
+        run, ckpt = Path(default_run), "best.npz"
+    elif path.suffix == ".npz":
+        run, ckpt = path.parent, path.name
+    else:
+        run, ckpt = path, "checkpoint.npz"
+    saved = saved_run(run, example)
+    if not (run / ckpt).is_file():
+        why = " (the collapse watch writes it after the first epoch it scores)" if ckpt == "best.npz" else ""
+        fail(f"--sample: {run} has no {ckpt}{why}")
+    return run, ckpt, saved
+
+
 def loop_config(args, **overrides):
     """The shared loop's LoopConfig from the common flags (the example's own flags go into ``extra``)."""
     from ..train import LoopConfig

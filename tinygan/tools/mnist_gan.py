@@ -19,13 +19,14 @@ from tqdm import tqdm
 from .. import backend, distributed
 from . import cli
 from ..eval import mnist_judge
-from ..train.checkpoint import CheckpointError
+from ..train.checkpoint import CheckpointError, load_checkpoint
 from ..files import atomic_write
 from ..data import DataError, load_mnist
 from ..gan import DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator
 from ..train.runlog import write_epoch_row
 from ..tensor import tensor
-from ..train import CollapseWatch, fit, grid_hook
+from ..train import CollapseWatch, fit, grid_hook, unflatten_state
+from ..train.images import save_grid
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
 RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "batch_norm", "k",
@@ -80,6 +81,12 @@ def build_parser(conditional=False, doc=__doc__):
     g.add_argument("--eval-samples", type=eval_count, default=2000,
                    help="samples the MNIST judge scores after each epoch, into metrics.csv (0: off, else at least 2)")
     g.add_argument("--no-judge", action="store_true", help="skip the MNIST judge's metrics")
+    s = p.add_argument_group("sampling from a trained run (no training)")
+    s.add_argument("--sample", metavar="RUN", default=None,
+                   help=cli.SAMPLE_HELP.format(default=f"runs/{name}") + "; best is the best Frechet distance")
+    s.add_argument("--n", type=cli.positive_int, default=100 if conditional else 64,
+                   help="with --sample: number of samples" + (" (one row per digit, n // 10 columns)" if conditional else ""))
+    s.add_argument("--raw", action="store_true", help="with --sample: draw from G as trained, not from its average (--ema)")
     return p
 
 
@@ -109,6 +116,36 @@ def build(args, conditional=False, train_size=60000):
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
                       num_fixed=100 if conditional else 64, ema=args.ema or None, pack=pack,
                       lr_decay_steps=cli.decay_steps(args, train_size, args.k * args.batch_size))
+
+
+def sample_from_run(args, conditional, given=()):
+    """--sample RUN: a grid of samples from RUN's generator (its average, unless --raw), samples.png in --out or RUN."""
+    example = "cgan_mnist" if conditional else "gan_mnist"
+    run, ckpt, saved = cli.sample_source(args.sample, example, f"runs/{example}")
+    arrays, meta = load_checkpoint(run / ckpt)
+    for name in RUN_OWN + ("epochs",):
+        if hasattr(args, name) or name in saved:
+            setattr(args, name, saved.get(name, INTRODUCED.get(name)))
+    state = unflatten_state(arrays, meta["trainer"], "trainer/")
+    args.ema = state["ema"]["decay"] if "ema" in state else 0
+    trainer = build(args, conditional)
+    trainer.G.load_state_dict(state["G"])
+    if trainer.ema is not None:
+        trainer.ema.load_state_dict(state["ema"])
+        trainer.raw_samples = args.raw
+    backend.seed(args.seed)
+    if conditional:  # one row per digit, the same z in every row (as the training grids)
+        cols = max(1, args.n // NUM_CLASSES)
+        z = backend.to_device(np.tile(backend.to_host(trainer.noise(cols)), (NUM_CLASSES, 1)))
+        labels = backend.to_device(np.repeat(np.arange(NUM_CLASSES), cols))
+        images, nrow = trainer.sample(z, labels), cols
+    else:
+        images, nrow = trainer.sample(trainer.noise(args.n)), None
+    dest = Path(args.out) if "out" in given else run
+    dest.mkdir(parents=True, exist_ok=True)
+    save_grid(dest / "samples.png", images, nrow=nrow, scale=2)
+    which = "G as trained" if trainer.ema is None or args.raw else f"the averaged G (decay {trainer.ema.decay})"
+    print(f"wrote {dest / 'samples.png'} ({len(images)} samples of {which}, from step {meta['step']:,} of {run / ckpt})")
 
 
 def describe(scores):
@@ -144,6 +181,9 @@ def main(argv=None, conditional=False, doc=__doc__):
     started = time.perf_counter()
 
     with cli.friendly_errors(DataError, CheckpointError):
+        if args.sample:
+            cli.use_backend(args.backend, args.device)
+            return sample_from_run(args, conditional, given)
         args = cli.prepare_run(args, given, example="cgan_mnist" if conditional else "gan_mnist", run_own=RUN_OWN,
                                introduced=INTRODUCED)
         if not conditional:
