@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from tinygan import backend, distributed  # noqa: E402
 from tinygan.tools import cli  # noqa: E402
-from tinygan.train.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from tinygan.train.checkpoint import CheckpointError  # noqa: E402
 from tinygan.data import DataError, hflip, load_faces  # noqa: E402
 from tinygan.train.images import save_grid  # noqa: E402
 from tinygan.eval.metrics import sliced_wasserstein  # noqa: E402
@@ -40,7 +40,7 @@ from tinygan.gan import BEGANDecoder, BEGANDiscriminator  # noqa: E402
 from tinygan.train.runlog import read_csv_log, write_epoch_row  # noqa: E402
 from tinygan.tensor import tensor  # noqa: E402
 from tinygan.gan import BEGANTrainer  # noqa: E402
-from tinygan.train import CollapseWatch, fit, grid_hook, unflatten_state  # noqa: E402
+from tinygan.train import CollapseWatch, fit, grid_hook  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 EXAMPLE = "began_faces"
@@ -171,23 +171,15 @@ def epoch_hooks(trainer, images, args):
 def sample_from_run(args):
     """--sample RUN: samples (and a latent walk) from RUN's generator, written into --out or RUN."""
     run, ckpt, saved = cli.sample_source(args.sample, EXAMPLE, default_out(args))
-    arrays, meta = load_checkpoint(run / ckpt)
     for name in ("size", "filters", "hidden", "skip"):
         setattr(args, name, saved[name])
-    state = unflatten_state(arrays, meta["trainer"], "trainer/")
-    args.ema = state["ema"]["decay"] if "ema" in state else 0
-    trainer = build(args)
-    trainer.G.load_state_dict(state["G"])
-    if trainer.ema is not None:
-        trainer.ema.load_state_dict(state["ema"])
-        trainer.raw_samples = args.raw
+    trainer, step, which = cli.sampling_trainer(run, ckpt, args, build)
     dest = Path(args.out) if args.out else run
     dest.mkdir(parents=True, exist_ok=True)
     backend.seed(args.seed)
     scale = 2 if args.size <= 32 else 1
     save_grid(dest / "samples.png", trainer.sample(trainer.noise(args.n)), scale=scale)
-    which = "G as trained" if trainer.ema is None or args.raw else f"the averaged G (decay {trainer.ema.decay})"
-    print(f"wrote {dest / 'samples.png'} ({args.n} samples of {which}, from step {meta['step']:,} of {run / ckpt})")
+    print(f"wrote {dest / 'samples.png'} ({args.n} samples of {which}, from step {step:,} of {run / ckpt})")
     if args.interpolate:
         # not interpolation.png: that is the training run's own, redrawn after every epoch
         interpolation_strip(trainer, dest / "samples_interpolation.png", seed=args.seed + 1)

@@ -180,8 +180,9 @@ def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None
     (``--epochs``/``--max-steps`` go together: naming either says how long).
     Prints the flags that change. ``reasons`` may say, per flag, why it is the
     run's own. When ``lr_decay`` is in ``run_own`` and the run decays linearly,
-    ``epochs`` is its own too (the decay's length). ``introduced`` maps a flag added in a later version to the value
-    that runs saved before it had (a resumed old run keeps training as it did).
+    ``epochs`` is its own too (the decay's length). ``introduced`` maps a flag
+    added in a later version to the value that runs saved before it had (a
+    resumed old run keeps training as it did).
     Returns ``args``.
     """
     reasons = reasons or {}
@@ -285,6 +286,23 @@ def sample_source(spec, example, default_run):
         why = " (the collapse watch writes it after the first epoch it scores)" if ckpt == "best.npz" else ""
         fail(f"--sample: {run} has no {ckpt}{why}")
     return run, ckpt, saved
+
+
+def sampling_trainer(run, ckpt, args, build):
+    """The trainer of ``run``'s checkpoint ``ckpt`` for --sample: ``build(args)`` with the run's
+    average of G (if it kept one, ``args.ema`` is set to its decay), G's weights and the average
+    loaded; ``args.raw`` samples G as trained. Returns (trainer, step, which G the samples are of)."""
+    from ..train import load_checkpoint, unflatten_state
+    arrays, meta = load_checkpoint(run / ckpt)
+    state = unflatten_state(arrays, meta["trainer"], "trainer/")
+    args.ema = state["ema"]["decay"] if "ema" in state else 0
+    trainer = build(args)
+    trainer.G.load_state_dict(state["G"])
+    if trainer.ema is not None:
+        trainer.ema.load_state_dict(state["ema"])
+        trainer.raw_samples = args.raw
+    which = "G as trained" if trainer.ema is None or args.raw else f"the averaged G (decay {trainer.ema.decay})"
+    return trainer, meta["step"], which
 
 
 def loop_config(args, **overrides):

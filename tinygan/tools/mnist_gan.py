@@ -19,13 +19,13 @@ from tqdm import tqdm
 from .. import backend, distributed
 from . import cli
 from ..eval import mnist_judge
-from ..train.checkpoint import CheckpointError, load_checkpoint
+from ..train.checkpoint import CheckpointError
 from ..files import atomic_write
 from ..data import DataError, load_mnist
 from ..gan import DCGANDiscriminator, DCGANGenerator, GANTrainer, MLPDiscriminator, MLPGenerator
 from ..train.runlog import write_epoch_row
 from ..tensor import tensor
-from ..train import CollapseWatch, fit, grid_hook, unflatten_state
+from ..train import CollapseWatch, fit, grid_hook
 from ..train.images import save_grid
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
@@ -102,7 +102,8 @@ def to_device(batch):
     return x, backend.to_device(batch[1].astype(np.int64))
 
 
-def build(args, conditional=False, train_size=60000):
+def build(args, conditional=False, train_size=60000, num_fixed=None):
+    """The GANTrainer of the flags; ``num_fixed``: the grid's fixed noise (default 64, the cGAN 100)."""
     classes = NUM_CLASSES if conditional else None
     pack = getattr(args, "pack", 1)  # PacGAN: D sees `pack` digits as the channels of one input
     if args.arch == "mlp":
@@ -114,38 +115,26 @@ def build(args, conditional=False, train_size=60000):
         D = DCGANDiscriminator(args.filters, channels=pack, num_classes=classes)
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
-                      num_fixed=100 if conditional else 64, ema=args.ema or None, pack=pack,
+                      num_fixed=num_fixed or (100 if conditional else 64), ema=args.ema or None, pack=pack,
                       lr_decay_steps=cli.decay_steps(args, train_size, args.k * args.batch_size))
 
 
 def sample_from_run(args, conditional, given=()):
-    """--sample RUN: a grid of samples from RUN's generator (its average, unless --raw), samples.png in --out or RUN."""
+    """--sample RUN: a grid of samples from RUN's generator (its average, unless --raw), samples.png in
+    --out or RUN; the grid is laid out as the training's (the cGAN: one row per digit, one z per column)."""
     example = "cgan_mnist" if conditional else "gan_mnist"
     run, ckpt, saved = cli.sample_source(args.sample, example, f"runs/{example}")
-    arrays, meta = load_checkpoint(run / ckpt)
+    restored = {**INTRODUCED, **saved}
     for name in RUN_OWN + ("epochs",):
-        if hasattr(args, name) or name in saved:
-            setattr(args, name, saved.get(name, INTRODUCED.get(name)))
-    state = unflatten_state(arrays, meta["trainer"], "trainer/")
-    args.ema = state["ema"]["decay"] if "ema" in state else 0
-    trainer = build(args, conditional)
-    trainer.G.load_state_dict(state["G"])
-    if trainer.ema is not None:
-        trainer.ema.load_state_dict(state["ema"])
-        trainer.raw_samples = args.raw
-    backend.seed(args.seed)
-    if conditional:  # one row per digit, the same z in every row (as the training grids)
-        cols = max(1, args.n // NUM_CLASSES)
-        z = backend.to_device(np.tile(backend.to_host(trainer.noise(cols)), (NUM_CLASSES, 1)))
-        labels = backend.to_device(np.repeat(np.arange(NUM_CLASSES), cols))
-        images, nrow = trainer.sample(z, labels), cols
-    else:
-        images, nrow = trainer.sample(trainer.noise(args.n)), None
+        if name in restored:
+            setattr(args, name, restored[name])
+    backend.seed(args.seed)  # the grid's noise: drawn when the trainer is built
+    trainer, step, which = cli.sampling_trainer(run, ckpt, args, lambda a: build(a, conditional, num_fixed=a.n))
+    images = trainer.sample_fixed()
     dest = Path(args.out) if "out" in given else run
     dest.mkdir(parents=True, exist_ok=True)
-    save_grid(dest / "samples.png", images, nrow=nrow, scale=2)
-    which = "G as trained" if trainer.ema is None or args.raw else f"the averaged G (decay {trainer.ema.decay})"
-    print(f"wrote {dest / 'samples.png'} ({len(images)} samples of {which}, from step {meta['step']:,} of {run / ckpt})")
+    save_grid(dest / "samples.png", images, nrow=trainer.fixed_nrow, scale=2)
+    print(f"wrote {dest / 'samples.png'} ({len(images)} samples of {which}, from step {step:,} of {run / ckpt})")
 
 
 def describe(scores):
