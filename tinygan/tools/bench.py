@@ -5,6 +5,7 @@
     python -m tinygan.bench --backend cupy --only began64_n64
     python -m tinygan.bench --ops --only began64_n64    # device operations per step, by kind
     python -m tinygan.bench --threads 1 --torch ~/torchref/bin/python   # and PyTorch's same steps
+    python -m tinygan.bench --threads 1 --torch ~/torchref/bin/python --rounds 3   # alternating, 3 times
 
 What one run measures:
 
@@ -50,7 +51,9 @@ NumPy loads).
 the CPU, with that interpreter (a virtual environment with ``pip install
 torch``; tinygan never imports torch) running ``benchmarks/torch_ref/bench.py``
 of the source tree at the same thread count, and prints the ratios: figures
-taken in one run, as comparisons must be on a shared machine.
+taken in one run, as comparisons must be on a shared machine; ``--rounds R``
+alternates the two sides R times and reports the median ratio and its range
+(tinygan/tools/bench_torch.py).
 """
 from __future__ import annotations
 
@@ -227,14 +230,8 @@ def device_ops(config):
         return dict(_strict.ops)
 
 
-def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
-    """One configuration's row. ``probe_ref``: the best GFLOP/s of the PROBE_SIZE product on a quiet
-    machine (measured here first when not given), against which this configuration's probe is judged."""
-    from tinygan import backend
-    if probe_ref is None:
-        probe_ref = gemm_peak(repeats=5, size=PROBE_SIZE)
-    probe = gemm_peak(repeats=probe_repeats, size=PROBE_SIZE)
-    trainer, batch = build(config)
+def time_steps(trainer, batch, steps, warmup):
+    """Seconds of each of ``steps`` training steps, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         trainer.step(batch)
     _sync()
@@ -244,6 +241,18 @@ def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
         trainer.step(batch)
         _sync()
         times.append(time.perf_counter() - t)
+    return times
+
+
+def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
+    """One configuration's row. ``probe_ref``: the best GFLOP/s of the PROBE_SIZE product on a quiet
+    machine (measured here first when not given), against which this configuration's probe is judged."""
+    from tinygan import backend
+    if probe_ref is None:
+        probe_ref = gemm_peak(repeats=5, size=PROBE_SIZE)
+    probe = gemm_peak(repeats=probe_repeats, size=PROBE_SIZE)
+    trainer, batch = build(config)
+    times = time_steps(trainer, batch, steps, warmup)
     with count_flops() as flops:
         trainer.step(batch)
     with time_parts() as parts:
@@ -305,55 +314,6 @@ def _ops_table(rows, top=12):
     return "\n".join(lines)
 
 
-#: PyTorch's configuration (benchmarks/torch_ref/bench.py: name, image size, n) -> ours
-_TORCH_NAMES = {("began", 32, 32): "began32_n32", ("began", 64, 64): "began64_n64",
-                ("began", 64, 128): "began64_n128", ("mlp_gan", 28, 256): "mlp_mnist"}
-TORCH_REF = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                         "benchmarks", "torch_ref")
-
-
-def torch_reference(python, threads, steps, warmup, ref=TORCH_REF, kinds=("began", "mlp_gan")):
-    """PyTorch's s/step for our configurations ({name: s_med}), timed by ``python`` (an interpreter
-    with torch) running the reference script at ``threads`` threads; one clear error if it cannot."""
-    import subprocess
-    script = os.path.join(ref, "bench.py")
-    if not os.path.isfile(script):
-        raise RuntimeError(f"--torch: the PyTorch reference {script} is not here (it ships with the source "
-                           "tree: run the benchmark from a clone of tinygan)")
-    cmd = [python, script, "--threads", str(threads), "--only", ",".join(kinds),
-           "--steps", str(steps), "--warmup", str(warmup)]
-    try:
-        done = subprocess.run(cmd, cwd=ref, capture_output=True, text=True)
-    except OSError as e:
-        raise RuntimeError(f"--torch: cannot run {python!r} ({e.strerror}): give the python of a "
-                           "virtual environment with torch installed") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"--torch: {python} {script} failed: {last}")
-    out = {}
-    for line in done.stdout.splitlines():
-        if not line.startswith("{"):
-            continue  # anything else the script or torch prints
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise RuntimeError(f"--torch: {script} printed a line that is not JSON: {line[:80]!r}") from None
-        name = _TORCH_NAMES.get((row.get("config"), row.get("image_size"), row.get("n")))
-        if name is not None:
-            out[name] = row["s_med"]
-    return out
-
-
-def _torch_table(rows, torch_s, threads):
-    lines = [f"\nSide by side with PyTorch, same step, same run (threads: {threads or 'default'}):",
-             f"{'config':<14}{'tinygan s':>11}{'PyTorch s':>11}{'ratio':>8}"]
-    for r in rows:
-        if r["config"] in torch_s:
-            t = torch_s[r["config"]]
-            lines.append(f"{r['config']:<14}{r['s_med']:>11.3f}{t:>11.3f}{r['s_med'] / t:>8.2f}")
-    return "\n".join(lines)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinygan.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -370,6 +330,9 @@ def main(argv=None):
     p.add_argument("--torch", default=None, metavar="PYTHON",
                    help="also time the same BEGAN and MLP GAN steps in PyTorch (CPU) with this interpreter, "
                         "one that has torch installed, and print the ratios")
+    p.add_argument("--rounds", type=int, default=1, metavar="R",
+                   help="with --torch: time both sides R times, alternating (tinygan, PyTorch, PyTorch, "
+                        "tinygan, ...), and report the median ratio and its range over the rounds")
     args = p.parse_args(argv)
     if args.threads is not None:
         _restart_with_threads(args.threads)
@@ -379,9 +342,14 @@ def main(argv=None):
         p.error(f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
+    if args.rounds < 1:
+        p.error(f"--rounds must be >= 1, not {args.rounds}")
+    if args.rounds > 1 and args.torch is None:
+        p.error("--rounds alternates tinygan with PyTorch: give --torch PYTHON too")
 
     if args.torch is not None:  # before any measuring: a typo should not cost a whole benchmark
         import shutil
+        from .bench_torch import TORCH_REF
         if not os.path.isfile(os.path.join(TORCH_REF, "bench.py")):
             p.error(f"--torch: the PyTorch reference {TORCH_REF} is not here (it ships with the source tree: "
                     "run the benchmark from a clone of tinygan)")
@@ -410,19 +378,35 @@ def main(argv=None):
     if args.ops:
         print(_ops_table(rows))
     if args.torch:
+        from . import bench_torch
+        torch_threads = int(threads) if threads else os.cpu_count()
+        configs = bench_torch.reference_configs(names)
+        first = {r["config"]: r["s_med"] for r in rows}
+
+        def time_ours(r):  # round 0's figures are the table's above
+            if r == 0:
+                return first
+            print(f"round {r}: tinygan", file=sys.stderr, flush=True)
+            return {n: statistics.median(time_steps(*build(CONFIGS[n]), args.steps, args.warmup))
+                    for n in names}
+
+        def time_torch(r):
+            print(f"round {r}: PyTorch", file=sys.stderr, flush=True)
+            return bench_torch.torch_reference(args.torch, torch_threads, args.steps, args.warmup,
+                                               configs=configs) if configs else {}
         try:
-            kinds = sorted({kind for (kind, _, _), ours in _TORCH_NAMES.items() if ours in names})
-            torch_s = torch_reference(args.torch, int(threads) if threads else os.cpu_count(), args.steps,
-                                      args.warmup, kinds=kinds) if kinds else {}
+            ours, theirs = bench_torch.round_robin(args.rounds, time_ours, time_torch)
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(_torch_table(rows, torch_s, threads))
+        cmp = bench_torch.compare(ours, theirs)
+        print(bench_torch.table(cmp, threads))
         if args.json:
-            for r in rows:
-                if r["config"] in torch_s:
-                    print(json.dumps({"config": r["config"], "torch_s_med": torch_s[r["config"]],
-                                      "ratio": r["s_med"] / torch_s[r["config"]]}), flush=True)
+            for name, c in cmp.items():
+                print(json.dumps({"config": name, "torch_s_med": c["torch_s"], "ours_s_med": c["ours_s"],
+                                  **{k: c[k] for k in ("ratio", "ratio_min", "ratio_max", "rounds")},
+                                  "ours_s_per_round": [o[name] for o in ours],
+                                  "torch_s_per_round": [t[name] for t in theirs]}), flush=True)
     return 0
 
 
