@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tinygan as tg
-from tinygan import backend, functional as F
+from tinygan import _cpu, backend, functional as F
 
 pytestmark = pytest.mark.numpy_only  # devices never split (one kernel per op)
 
@@ -43,7 +43,7 @@ def test_split_over_threads_is_bit_identical(monkeypatch, shape, cin, cout, padd
         calls.append(length)
         return real(xp, fn, length, size)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
-    monkeypatch.setattr(backend, "SPLIT_MIN_SIZE", 0)
+    monkeypatch.setattr(_cpu, "SPLIT_MIN_SIZE", 0)
     monkeypatch.setattr(backend, "split_run", counting)
     split = _run(shape, cin, cout, padding)
     assert backend.cpu_workers(np) == 3
@@ -54,7 +54,7 @@ def test_split_over_threads_is_bit_identical(monkeypatch, shape, cin, cout, padd
 
 def test_split_covers_the_range_once(monkeypatch):
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
-    monkeypatch.setattr(backend, "SPLIT_MIN_SIZE", 0)
+    monkeypatch.setattr(_cpu, "SPLIT_MIN_SIZE", 0)
     seen = np.zeros(10, dtype=int)
 
     def fn(part):
@@ -66,7 +66,7 @@ def test_split_covers_the_range_once(monkeypatch):
 def test_devices_and_small_ops_are_not_split(monkeypatch):
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
     parts = []
-    backend.split_run(np, parts.append, 100, backend.SPLIT_MIN_SIZE - 1)   # too small to pay
+    backend.split_run(np, parts.append, 100, _cpu.SPLIT_MIN_SIZE - 1)   # too small to pay
     assert parts == [slice(0, 100)]
     with backend.using("strict"):
         assert backend.cpu_workers(backend.xp()) == 1

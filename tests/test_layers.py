@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tinygan"
 
 #: Bottom to top. A module may import from its own layer and the layers below it.
 LAYERS = [
-    ("foundation", {"backend", "_malloc", "_strict", "_cupy_api", "files"}),
+    ("foundation", {"backend", "_malloc", "_cpu", "_strict", "_cupy_api", "files"}),
     ("engine", {"tensor"}),
     ("ops", {"functional"}),
     ("layers, optimisers, checks", {"nn", "optim", "gradcheck", "distributed"}),

@@ -25,11 +25,15 @@ uses only functions that NumPy and CuPy both have, with the same meaning.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import numpy as np
 
 from . import _malloc, _strict
+from . import _cpu
+
+#: the host's threads (tinygan/_cpu.py): ops split over the cores, BLAS's thread count, a data-parallel thread's own
+split_run, cpu_workers, blas_threads, set_blas_threads = _cpu.split_run, _cpu.cpu_workers, _cpu.blas_threads, _cpu.set_blas_threads
+thread_state, _thread = _cpu.thread_state, _cpu.thread
 
 BACKENDS = ("numpy", "cupy", "strict")
 DEFAULT_DTYPE = np.float32
@@ -45,7 +49,7 @@ class BackendError(RuntimeError):
 _name = "numpy"
 _xp = np
 _device = None  # the GPU index under "cupy"; None on the host backends
-_rng = np.random.default_rng(0)
+_rng = np.random.default_rng(0)  # the process's generator; a data-parallel thread has its own (below)
 _malloc.tune()  # host memory: large freed blocks are kept for reuse (see _malloc)
 
 
@@ -249,25 +253,36 @@ def to_device(a, dtype=None):
 
 # ---- random numbers -------------------------------------------------------
 
+def _gen():  # this thread's generator in a data-parallel step (_cpu.thread_state), else the process's
+    return _thread.rng if _thread.rng is not None else _rng
+
+
+def _set_gen(gen):
+    global _rng
+    if _thread.rng is not None:
+        _thread.rng = gen
+    else:
+        _rng = gen
+
+
 def seed(s: int):
     """Reset the library's random generator (parameter init, noise, dropout)."""
-    global _rng
-    _rng = np.random.default_rng(s)
+    _set_gen(np.random.default_rng(s))
 
 
 def rng() -> np.random.Generator:
-    """The host generator behind all of tinygan's randomness."""
-    return _rng
+    """The host generator behind all of tinygan's randomness (this thread's, in a data-parallel step)."""
+    return _gen()
 
 
 def rng_state() -> dict:
     """JSON-serialisable state of the generator, for checkpoints."""
-    return _rng.bit_generator.state
+    return _gen().bit_generator.state
 
 
 def set_rng_state(state: dict):
     """Restore a state from :func:`rng_state`."""
-    _rng.bit_generator.state = state
+    _gen().bit_generator.state = state
 
 
 @contextlib.contextmanager
@@ -280,26 +295,25 @@ def rng_fork(seed=None):
     way a hook or an evaluation between steps cannot shift training's random
     stream, so a resumed run stays identical to a straight one.
     """
-    global _rng
-    saved = _rng
+    saved = _gen()
     state = saved.bit_generator.state
     if seed is not None:
-        _rng = np.random.default_rng(seed)
+        _set_gen(np.random.default_rng(seed))
     try:
         yield
     finally:
-        _rng = saved
-        _rng.bit_generator.state = state
+        _set_gen(saved)
+        saved.bit_generator.state = state
 
 
 def randn(*shape, dtype=None):
     """Standard normal samples on the current backend."""
-    return to_device(_rng.standard_normal(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE)))
+    return to_device(_gen().standard_normal(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE)))
 
 
 def rand(*shape, dtype=None):
     """Uniform samples in [0, 1) on the current backend."""
-    return to_device(_rng.random(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE)))
+    return to_device(_gen().random(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE)))
 
 
 def rand_like(a, dtype=None):
@@ -312,7 +326,7 @@ def rand_like(a, dtype=None):
     generator (other numbers than NumPy's for the same seed).
     """
     dt = np.dtype(dtype or a.dtype)
-    s = int(_rng.integers(2 ** 63))
+    s = int(_gen().integers(2 ** 63))
     xp = get_array_module(a)
     if xp is np or xp is _strict.module:
         host = np.random.default_rng(s).random(tuple(a.shape), dtype=dt)
@@ -331,7 +345,7 @@ _device_generators = {}  # cache_key -> cupy.random.RandomState, reseeded per dr
 def uniform(low, high, shape, dtype=None):
     """Uniform samples in [low, high) on the current backend."""
     dt = np.dtype(dtype or DEFAULT_DTYPE)
-    return to_device((low + (high - low) * _rng.random(shape, dtype=np.float64)).astype(dt))
+    return to_device((low + (high - low) * _gen().random(shape, dtype=np.float64)).astype(dt))
 
 
 # ---- device clock, memory and identity (for tinygan.doctor and tinygan.bench) ----------
@@ -393,54 +407,3 @@ def nccl():
         raise BackendError(f"NCCL runs between GPUs: it needs the cupy backend, not {_name!r}")
     from cupy.cuda import nccl as module
     return module
-
-
-# ---- CPU threads for the work BLAS does not take ---------------------------------------------
-# A GEMM uses every core through BLAS, but NumPy runs each elementwise op, copy and small batched
-# product (the Winograd transforms) on one thread. Those release the GIL, so splitting one such op
-# into independent slices run on a few Python threads puts every core to work (BEGAN 64x64, 2
-# cores: the ELU 1.9x, a transform's batched product 1.5x faster). Devices run each op as one
-# kernel, so there the split is never made (and the operation count stays as it is).
-_pool, _pool_size = None, 0
-
-
-def cpu_workers(xp) -> int:
-    """How many threads split an array op on ``xp``: the BLAS thread count on NumPy, 1 on a device.
-
-    The count is the one BLAS was given (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS),
-    else the cores this process may use, so ``--threads 1`` keeps the whole step on one core.
-    """
-    if not is_numpy(xp):
-        return 1
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return max(1, int(os.environ[var]))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-#: below this many elements (16 MB of float32) an op is not split. Measured on 2 cores, 2 BLAS
-#: threads, the settings interleaved in one process: from 1 << 18 to 1 << 22 took the BEGAN 32x32
-#: n=32 step from 0.395 to 0.370 s (median; best 0.318 -> 0.268) and 64x64 n=64 from 3.31 to
-#: 3.15 s; never splitting gave 0.367 and 3.33 s. Smaller ops run at memory speed either way,
-#: and a second thread on them only contends for the cache with the BLAS threads.
-SPLIT_MIN_SIZE = 1 << 22
-
-
-def split_run(xp, fn, length, size):
-    """Call ``fn(part)`` for slices ``part`` that cover ``range(length)``, in parallel on the CPU.
-
-    ``fn`` must write disjoint results for disjoint slices (an op split along an axis it does not
-    reduce over), so the result is bit for bit the one of ``fn(slice(0, length))``, which is what
-    runs on a device, with one worker, or for an op of fewer than SPLIT_MIN_SIZE elements (``size``).
-    """
-    workers = min(cpu_workers(xp), length)
-    if workers <= 1 or size < SPLIT_MIN_SIZE:
-        fn(slice(0, length))
-        return
-    global _pool, _pool_size
-    if _pool_size < workers:
-        from concurrent.futures import ThreadPoolExecutor
-        _pool, _pool_size = ThreadPoolExecutor(workers, thread_name_prefix="tinygan-split"), workers
-    bounds = [length * k // workers for k in range(workers + 1)]
-    for f in [_pool.submit(fn, slice(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]:
-        f.result()

@@ -17,10 +17,18 @@ its input's shape.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from . import backend
 
-_grad_enabled = True
+
+class _GradMode(threading.local):
+    """Whether ops record the graph, per thread (as in PyTorch): a thread inside no_grad() does not
+    switch recording off for another thread's ops."""
+    enabled = True
+
+
+_grad_mode = _GradMode()
 #: The ops behind Tensor's operators and methods (``a + b`` is ``F.add(a, b)``). The engine sits below
 #: the ops in the layers, so it does not import them: tinygan.functional puts itself here when imported.
 F = None
@@ -29,17 +37,16 @@ F = None
 @contextlib.contextmanager
 def no_grad():
     """Within this block ops record no graph (inference, EMA updates, sampling)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _grad_mode.enabled = _grad_mode.enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 def is_grad_enabled() -> bool:
     """Whether ops currently record the graph for backward."""
-    return _grad_enabled
+    return _grad_mode.enabled
 
 
 def unbroadcast(grad, shape):
@@ -90,7 +97,7 @@ class Tensor:
         """
         out = cls(data)
         parents = [i for i, x in enumerate(inputs) if isinstance(x, Tensor)]
-        if not (_grad_enabled and any(inputs[i].requires_grad for i in parents)):
+        if not (_grad_mode.enabled and any(inputs[i].requires_grad for i in parents)):
             return out
         out.requires_grad = True
         if len(parents) == len(inputs):

@@ -6,27 +6,28 @@ needs them), kept per array module and device.
 """
 from __future__ import annotations
 
+import math
+import threading
+
 from .. import backend
 from ..tensor import Tensor, is_grad_enabled
 from .core import _gemm, _wants, _xp, profiled
 
-# Work buffers reused from call to call, one per (array module and device, dtype, tag), so the
-# conv's big temporaries (tiles, their transforms, the batched products) skip the allocator (on the
-# host see also tinygan/_malloc.py). A buffer's contents are undefined when handed out and valid only
-# until the next request for the same tag; nothing that leaves an op lives in one. They stay
-# allocated between steps (BEGAN 64x64, n = 64: about 250 MB) until release_work_buffers().
+# Work buffers reused from call to call, one per (array module and device, tag, dtype, thread: the
+# replicas of a data-parallel step run at once), so the conv's big temporaries skip the allocator (see
+# also tinygan/_malloc.py). Contents are undefined when handed out and valid until the next request for
+# the same tag; nothing that leaves an op lives in one. Kept between steps (BEGAN 64x64, n = 64: about
+# 250 MB) until release_work_buffers().
 _SCRATCH = {}
 _TILES_ZEROED = {}  # scratch key -> (the "tiles" buffer, the layout whose border it last zeroed)
 
 
 def _scratch_key(xp, tag, dtype):
-    return backend.cache_key(xp), tag, dtype
+    return backend.cache_key(xp), tag, dtype, threading.get_ident()
 
 
 def _scratch(xp, tag, shape, dtype):
-    size = 1
-    for d in shape:
-        size *= d
+    size = math.prod(shape)
     key = _scratch_key(xp, tag, dtype)
     buf = _SCRATCH.get(key)
     if buf is None or buf.size < size:
