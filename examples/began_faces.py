@@ -57,7 +57,7 @@ INTRODUCED = {"flip": False, "ema": 0.0}
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:4]))
     cli.add_common_args(
-        p, epochs=150, batch_size=16, ema=EMA_DECAY, lr=1e-4, out=None, out_help="runs/began-lfw-<size>, or runs/began-<folder>-<size>",
+        p, epochs=150, batch_size=16, ema=EMA_DECAY, lr=1e-4, out=None, threads="auto", out_help="runs/began-lfw-<size>, or runs/began-<folder>-<size>",
         data_help="a folder of face images, or a .tgz/.zip of one (e.g. ~/data/lfw-deepfunneled or lfw-deepfunneled.tgz); "
                   "default: download LFW deep-funneled (111 MB, md5-checked) into ~/.cache/tinygan")
     g = p.add_argument_group("BEGAN")
@@ -206,7 +206,7 @@ def main(argv=None):
             print(f"{len(images):,} images of {args.size}x{args.size} from {stats.source} ({stats.grayscale_excluded} "
                   f"grayscale, {stats.unreadable} unreadable and {stats.too_small} too small left out)", file=sys.stderr)
         backend.seed(args.seed)
-        trainer = build(args)
+        trainer = cli.replicated(lambda: build(args), args)  # --threads: one replica per core on the CPU
         config = cli.loop_config(args, num_samples=args.num_samples)
         steps = [(args.sample_every, grid_hook(trainer, scale=2 if args.size <= 32 else 1, every_steps=True))]
         out = fit(trainer, (images,), config, to_device, epoch_hooks=epoch_hooks(trainer, images, args),

@@ -22,6 +22,10 @@ The three collectives:
 gradient buffer, with a few 0-d device values (the step's losses) riding at its
 end, so their global means cost no extra call and no host sync.
 
+The threads of one process can be ranks too (:mod:`.threads`, ``Replicated``):
+each thread of a data-parallel step sees itself as rank r of a thread world
+(:func:`thread_world`), and the collectives then run in shared memory.
+
 Which launch counts as distributed is read from the launcher's environment
 (``PMI_SIZE`` for MPICH and Intel MPI, ``OMPI_COMM_WORLD_SIZE`` for Open MPI,
 ``MV2_COMM_WORLD_SIZE`` for MVAPICH); ``TINYGAN_DISTRIBUTED=0`` forces a single
@@ -34,8 +38,10 @@ spin, so a rank waiting while rank 0 writes grids leaves the core to it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -45,7 +51,8 @@ from .. import _strict
 
 __all__ = ["DistributedError", "init", "rank", "world_size", "local_rank", "is_main", "enabled",
            "all_reduce_mean", "broadcast", "all_gather", "all_reduce_gradients", "shard", "shard_indices",
-           "check_divisible", "check_same", "code_fingerprint", "root_first", "stop", "end", "stats", "gpu_for_rank"]
+           "check_divisible", "check_same", "code_fingerprint", "root_first", "stop", "end", "stats", "gpu_for_rank",
+           "thread_world", "Replicated"]
 
 #: Launcher variables holding the number of processes, in the order they are read.
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -64,6 +71,7 @@ class _World:
         self.mpi, self.comm = mpi, comm
         self.rank, self.size, self.local_rank = 0, 1, 0
         self.faults = self.nccl = None
+        self.group = None  # a ThreadGroup: this world's ranks are the threads of one step (threads.py)
         if comm is not None:
             self.rank, self.size = comm.Get_rank(), comm.Get_size()
             self.faults = comm.Dup()  # fault messages never meet a collective's messages
@@ -75,6 +83,26 @@ class _World:
 _world = None
 #: Time (s), calls and bytes of the gradient all-reduces so far (the benchmark reads them).
 stats = {"all_reduce_s": 0.0, "all_reduce_calls": 0, "all_reduce_bytes": 0}
+
+
+class _ThreadWorld(threading.local):
+    world = None
+
+
+_thread = _ThreadWorld()
+
+
+@contextlib.contextmanager
+def thread_world(group, rank):
+    """Within the block, this thread is rank ``rank`` of the ``group.size`` threads of a data-parallel
+    step (tinygan.distributed.threads): rank(), world_size(), shard() and the collectives answer so."""
+    w = _World()
+    w.rank, w.size, w.local_rank, w.group = rank, group.size, rank, group
+    saved, _thread.world = _thread.world, w
+    try:
+        yield w
+    finally:
+        _thread.world = saved
 
 
 def launched_size():
@@ -93,6 +121,8 @@ def init():
     """Join the MPI world when launched by mpiexec with more than one process (idempotent); returns
     the world. A single process joins nothing and needs no MPI installed."""
     global _world
+    if _thread.world is not None:
+        return _thread.world
     if _world is not None:
         return _world
     if launched_size() <= 1:
@@ -237,7 +267,9 @@ def all_reduce_mean(flat):
     if w.size == 1:
         return flat
     start = time.perf_counter()
-    if backend.device() is not None:  # on a GPU: NCCL, in device memory
+    if w.group is not None:  # threads of one process: their arrays are in shared memory
+        w.group.all_reduce_mean(w.rank, flat)
+    elif backend.device() is not None:  # on a GPU: NCCL, in device memory
         from . import nccl
         nccl.all_reduce_mean(w, flat)
     else:
@@ -260,6 +292,8 @@ def broadcast(value, root=0):
     w = init()
     if w.size == 1:
         return value
+    if w.group is not None:
+        return w.group.broadcast(w.rank, value, root)
     if backend.device() is not None and not backend.is_host(value):
         from . import nccl
         return nccl.broadcast(w, value, root)
@@ -276,8 +310,11 @@ def all_gather(value):
     w = init()
     if w.size == 1:
         return [value]
+    if w.group is not None:
+        return w.group.all_gather(w.rank, value)
     _wait(w.comm.Ibarrier())
     return w.comm.allgather(value)
 
 
 from .data import all_reduce_gradients, check_divisible, check_same, code_fingerprint, shard, shard_indices  # noqa: E402
+from .threads import Replicated  # noqa: E402

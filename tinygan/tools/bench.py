@@ -87,8 +87,23 @@ CONFIGS = {
 }
 
 
+#: data-parallel replicas of the trainer, one per thread (``--replicas``; tinygan.distributed.threads)
+REPLICAS = 1
+
+
 def build(config, hidden=64):
-    """(trainer, batch) for a configuration, with random data of the right shape on the backend."""
+    """(trainer, batch) for a configuration, with random data of the right shape on the backend;
+    on NumPy with REPLICAS > 1 the trainer is replicated over that many threads."""
+    from tinygan import backend
+    if REPLICAS > 1 and backend.current() == "numpy":
+        from tinygan.distributed import Replicated
+        made = []
+        trainer = Replicated(lambda: made.append(_build(config, hidden)) or made[-1][0], REPLICAS)
+        return trainer, made[0][1]
+    return _build(config, hidden)
+
+
+def _build(config, hidden):
     import numpy as np
     import tinygan as tg
     from tinygan import backend
@@ -277,7 +292,7 @@ def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
     s_med = statistics.median(times)
     gflop = flops[0] / 1e9
     ops = device_ops(config)
-    breakdown = {k: v / total for k, v in parts.items()}
+    breakdown = {k: v / total / REPLICAS for k, v in parts.items()}  # replicas: each thread's share
     breakdown["other"] = max(0.0, 1 - sum(breakdown.values()))
     return dict(config=name, image_size=config["image_size"], n=config["n"], batch=config["batch"],
                 s_med=s_med, s_min=min(times), s_max=max(times), img_per_s=config["batch"] / s_med,
@@ -287,8 +302,8 @@ def measure(name, config, steps, warmup, peak, probe_repeats=3, probe_ref=None):
 
 
 def _table(rows, peak, threads, backend_name):
-    head = (f"GEMM peak {peak:.1f} GFLOP/s (float32, 2048^3, backend {backend_name}, "
-            f"BLAS threads {threads or 'default'})")
+    how = f"{REPLICAS} data-parallel replicas of 1 BLAS thread" if REPLICAS > 1 else f"BLAS threads {threads or 'default'}"
+    head = f"GEMM peak {peak:.1f} GFLOP/s (float32, 2048^3, backend {backend_name}, {how})"
     cols = f"{'config':<14}{'s/step med':>11}{'min':>8}{'max':>8}{'img/s':>8}{'GFLOP':>8}{'GFLOP/s':>9}{'of peak':>8}{'mem MB':>8}{'dev ops':>8}  time: gemm / im2col+wino / optim / other"
     lines = [head, cols, "-" * len(cols)]
     for r in rows:
@@ -330,6 +345,9 @@ def main(argv=None):
     p.add_argument("--torch", default=None, metavar="PYTHON",
                    help="also time the same BEGAN and MLP GAN steps in PyTorch (CPU) with this interpreter, "
                         "one that has torch installed, and print the ratios")
+    p.add_argument("--replicas", action="store_true",
+                   help="with --threads N > 1: train N replicas of the step data-parallel, one per thread "
+                        "(each with 1 BLAS thread), as examples do with --threads N, instead of N BLAS threads")
     p.add_argument("--rounds", type=int, default=1, metavar="R",
                    help="with --torch: time both sides R times, alternating (tinygan, PyTorch, PyTorch, "
                         "tinygan, ...), and report the median ratio and its range over the rounds")
@@ -342,6 +360,13 @@ def main(argv=None):
         p.error(f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
+    global REPLICAS
+    if args.replicas:
+        if args.threads is None or args.threads < 2:
+            p.error("--replicas needs --threads N with N >= 2 (one replica per thread)")
+        if args.backend != "numpy":
+            p.error("--replicas runs on the numpy backend (GPUs take one process each: mpiexec)")
+        REPLICAS = args.threads
     if args.rounds < 1:
         p.error(f"--rounds must be >= 1, not {args.rounds}")
     if args.rounds > 1 and args.torch is None:

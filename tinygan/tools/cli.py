@@ -74,10 +74,12 @@ nonnegative_float = checked(float, lambda v: math.isfinite(v) and v >= 0, "a fin
 unit_interval = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 probability = checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 ema_decay = checked(float, lambda v: v == 0 or 0 < v < 1, "0 (off) or a decay in (0, 1), such as 0.999")
+threads_count = checked(lambda t: t if t == "auto" else int(t), lambda v: v == "auto" or v > 0,
+                        "auto or a positive integer")
 
 
 def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None, batch_size_help=None,
-                    lr_help="Adam learning rate of both networks", ema=None):
+                    lr_help="Adam learning rate of both networks", ema=None, threads=None):
     """The flags every example shares. ``out_help`` and ``batch_size_help`` describe a default that is
     computed (None here), instead of argparse's "(default: None)"."""
     g = p.add_argument_group("common to every example")
@@ -109,7 +111,34 @@ def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None,
     g.add_argument("--max-steps", type=positive_int, default=None,
                    help="stop after this many steps in total (for quick looks)")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    if threads is not None:  # the GAN examples' default (see replicated)
+        g.add_argument("--threads", type=threads_count, default=threads, metavar="N",
+                       help="numpy backend: train data-parallel over N threads of this process, a replica of the "
+                            "networks on each (with one BLAS thread) and 1/N of each batch, as mpiexec -n N would "
+                            "without MPI; auto: one per core when the cores split the batch, else 1; 1: one "
+                            "network, whose matrix products use every core through BLAS")
     return g
+
+
+def replicated(make, args):
+    """``make()``, or with ``--threads`` N > 1 (numpy backend) N replicas of it trained data-parallel over
+    N threads (tinygan.distributed.Replicated); one clear line when the batch does not split."""
+    asked = getattr(args, "threads", 1)
+    if backend.current() != "numpy" or distributed.enabled():
+        if asked not in ("auto", 1):
+            fail(f"--threads {asked}: data parallelism over threads runs on the numpy backend in one process; "
+                 + ("under mpiexec give each process one thread" if distributed.enabled() else
+                    "one process drives one GPU (several GPUs: mpiexec)"))
+        return make()
+    if asked == "auto":  # BEGAN's step: 1.9x on 2 cores (README, "Benchmark"); the MLP GANs' products are too small
+        cores = backend.cpu_workers(backend.xp())
+        asked = cores if cores > 1 and args.batch_size % cores == 0 else 1
+    if asked == 1:
+        return make()
+    if args.batch_size % asked:  # (a step of k minibatches splits each of them)
+        fail(f"--batch-size {args.batch_size} does not split evenly over --threads {asked}: give a multiple "
+             f"of {asked}, or another --threads")
+    return distributed.Replicated(make, asked)
 
 
 # --------------------------------------------------------------------------

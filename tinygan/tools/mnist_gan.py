@@ -53,7 +53,7 @@ def build_parser(conditional=False, doc=__doc__):
     name = "cgan_mnist" if conditional else "gan_mnist"
     p = cli.parser(doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[1:]))
     cli.add_common_args(
-        p, epochs=20, batch_size=64, ema=EMA_DECAY, lr=2e-4, out=f"runs/{name}",
+        p, epochs=20, batch_size=64, ema=EMA_DECAY, lr=2e-4, out=f"runs/{name}", threads=1,
         data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ~/data/mnist); "
                   "default: download them (md5-checked) into ~/.cache/tinygan/mnist")
     g = p.add_argument_group("GAN")
@@ -181,7 +181,7 @@ def main(argv=None, conditional=False, doc=__doc__):
         images, labels = load_mnist(args.data, "train", progress=not args.no_progress)
         judge = None if args.no_judge else mnist_judge.get_judge(args.data, progress=not args.no_progress)
         backend.seed(args.seed)
-        trainer = build(args, conditional, train_size=len(images))
+        trainer = cli.replicated(lambda: build(args, conditional, train_size=len(images)), args)
         config = cli.loop_config(args, batch_size=args.k * args.batch_size, num_samples=args.num_samples,
                                  extra=dict(vars(args), conditional=conditional))
         hooks = [grid_hook(trainer, scale=2, nrow=trainer.fixed_nrow)]

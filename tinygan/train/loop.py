@@ -138,6 +138,8 @@ def fit(trainer, data, config: LoopConfig, to_device, epoch_hooks=(), step_hooks
     main = distributed.is_main()  # many processes (mpiexec): rank 0 alone writes, prints and shows the bar
     say = (say or (lambda line: tqdm.write(line, file=sys.stderr))) if main else (lambda line: None)
     distributed.check_divisible(config.batch_size, getattr(trainer, "batch_parts", 1), resume=config.resume)
+    if isinstance(trainer, distributed.Replicated):  # over threads: the same rule
+        trainer.check_batch(config.batch_size, resume=config.resume)
     n, steps_per_epoch = _check_data(data, config.batch_size)
     out = Path(config.out)
     identity = _data_identity(data)
