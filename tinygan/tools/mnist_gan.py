@@ -49,6 +49,11 @@ def widths(text):
     return values
 
 
+#: D's dropout by default (the MLP arch), unconditional / conditional: measured in docs/gan/RESULTS.md
+#: ("Dropout in D"): the MLP GAN's Frechet distance 13.98 -> 10.31 (seed 0) and 16.09 -> 10.43 (seed 1)
+DROPOUT = {False: 0.3, True: 0.0}
+
+
 def build_parser(conditional=False, doc=__doc__):
     name = "cgan_mnist" if conditional else "gan_mnist"
     p = cli.parser(doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[1:]))
@@ -67,7 +72,8 @@ def build_parser(conditional=False, doc=__doc__):
     g.add_argument("--latent-dim", type=cli.positive_int, default=100, help="size of the noise z")
     g.add_argument("--g-hidden", type=widths, default=(256, 512, 1024), help="mlp: G's hidden layer widths")
     g.add_argument("--d-hidden", type=widths, default=(512, 256), help="mlp: D's hidden layer widths")
-    g.add_argument("--dropout", type=cli.probability, default=0.0, help="mlp: dropout after D's hidden layers, in [0, 1) (0: none)")
+    g.add_argument("--dropout", type=cli.probability, default=DROPOUT[conditional],
+                   help="mlp: dropout after D's hidden layers, in [0, 1) (0: none)")
     g.add_argument("--filters", type=cli.positive_int, default=32, help="dcgan: filters of the widest layer pair (f, 2f)")
     g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="mlp: batch norm after G's hidden layers (but the first); " + (
