@@ -103,6 +103,10 @@ def _blas():
             threads += f"; threadpoolctl: {info[0].get('num_threads')} threads"
     except Exception:
         pass
+    from .. import backend
+    live = backend.blas_threads()  # --threads N (replicas) sets it to 1 during each step
+    threads += (f"; {live} in use, settable for --threads replicas" if live is not None else
+                "; not settable from Python (not OpenBLAS): for --threads N > 1 set OMP_NUM_THREADS=1")
     return name, threads
 
 
