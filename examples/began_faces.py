@@ -198,6 +198,7 @@ def main(argv=None):
         if args.lr_min > args.lr:
             cli.fail(f"--lr-min {args.lr_min} is above --lr {args.lr}; the floor must not exceed the learning rate")
         cli.use_backend(args.backend, args.device, cpu_command=CPU_COMMAND)
+        threads = cli.threads_for(args)  # --threads: one replica per core on the CPU
         images, stats = load_faces(args.data, size=args.size, crop=args.crop, return_stats=True, warn=False,
                                    progress=not args.no_progress)
         for note in stats.notes:
@@ -206,7 +207,7 @@ def main(argv=None):
             print(f"{len(images):,} images of {args.size}x{args.size} from {stats.source} ({stats.grayscale_excluded} "
                   f"grayscale, {stats.unreadable} unreadable and {stats.too_small} too small left out)", file=sys.stderr)
         backend.seed(args.seed)
-        trainer = cli.replicated(lambda: build(args), args)  # --threads: one replica per core on the CPU
+        trainer = cli.replicated(lambda: build(args), threads)
         config = cli.loop_config(args, num_samples=args.num_samples)
         steps = [(args.sample_every, grid_hook(trainer, scale=2 if args.size <= 32 else 1, every_steps=True))]
         out = fit(trainer, (images,), config, to_device, epoch_hooks=epoch_hooks(trainer, images, args),

@@ -94,6 +94,22 @@ def test_the_all_reduce_is_the_mean_in_rank_order_and_the_same_bits_everywhere()
         assert np.array_equal(a, want)
 
 
+def test_broadcast_and_all_gather_between_threads():
+    group, out = ThreadGroup(3), [None] * 3
+    arrays = [np.full(4, r, np.float32) for r in range(3)]
+
+    def work(r):
+        got = group.broadcast(r, arrays[r], root=1)
+        out[r] = (got is arrays[r], group.broadcast(r, f"from {r}", root=2), group.all_gather(r, r * 10))
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(a, np.full(4, 1, np.float32)) for a in arrays)  # in place, rank 1's values
+    assert out == [(True, "from 2", [0, 10, 20])] * 3
+
+
 class _FailsOnRank1:
     """A trainer whose rank 1 fails while rank 0 waits in the gradient all-reduce."""
     def step(self, batch):
@@ -110,8 +126,9 @@ def test_an_error_in_one_replica_is_raised_not_a_hang():
 
 def test_a_batch_that_does_not_split_is_one_clear_error():
     rep = Replicated(make_mlp_k2, 2)
-    with pytest.raises(distributed.DistributedError, match=r"--batch-size of 6 examples \(2 minibatches a step"):
-        rep.check_batch(6)
+    with pytest.raises(distributed.DistributedError, match=r"--batch-size 3 does not split evenly over --threads 2"):
+        rep.check_batch(6)   # two minibatches of 3: each must split
+    rep.check_batch(8)
     with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
         Replicated(make_began, 0)
 
@@ -145,16 +162,18 @@ def test_thread_state_gives_a_thread_its_generator_and_no_split():
 
 def test_threads_on_another_backend_or_an_odd_batch_is_refused_in_one_line(capsys):
     from tinygan.tools import cli
-    args = argparse.Namespace(threads=3, batch_size=16)
     with pytest.raises(SystemExit):
-        cli.replicated(make_began, args)
+        cli.threads_for(argparse.Namespace(threads=3, batch_size=16))
     assert "--batch-size 16 does not split evenly over --threads 3" in capsys.readouterr().err
+    assert cli.threads_for(argparse.Namespace(threads=2, batch_size=16)) == 2
+    assert isinstance(cli.replicated(make_began, 2), Replicated)
     backend.use("strict")
     try:
         with pytest.raises(SystemExit):
-            cli.replicated(make_began, argparse.Namespace(threads=2, batch_size=16))
+            cli.threads_for(argparse.Namespace(threads=2, batch_size=16))
         assert "runs on the numpy backend" in capsys.readouterr().err
-        assert isinstance(cli.replicated(make_began, argparse.Namespace(threads="auto", batch_size=16)), BEGANTrainer)
+        assert cli.threads_for(argparse.Namespace(threads="auto", batch_size=16)) == 1
+        assert isinstance(cli.replicated(make_began, 1), BEGANTrainer)
     finally:
         backend.use("numpy")
 

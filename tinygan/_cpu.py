@@ -113,7 +113,8 @@ def cpu_workers(xp) -> int:
     """How many threads split an array op on ``xp``: the BLAS thread count on NumPy, 1 on a device.
 
     The count is the one BLAS was given (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS),
-    else the cores this process may use, so ``--threads 1`` keeps the whole step on one core.
+    else the cores this process may use, so ``OPENBLAS_NUM_THREADS=1`` (``bench --threads 1``) keeps
+    the whole step on one core. A replica of a data-parallel step is given 1 (``thread_state``).
     """
     if xp is not np:  # CuPy, or the strict emulation of a device
         return 1

@@ -21,13 +21,26 @@ and checkpoints do not depend on the number of threads.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import backend
+from ..tensor import Tensor
 
-__all__ = ["Replicated", "ThreadGroup"]
+__all__ = ["Replicated", "ThreadGroup", "check_split"]
+
+
+def check_split(batch_size, threads, resume=False):
+    """Raise DistributedError unless a minibatch of ``batch_size`` examples splits evenly over
+    ``threads`` replicas (the one rule, for the examples' flags and for the training loop)."""
+    if batch_size % threads == 0:
+        return
+    from . import DistributedError
+    where = "the run's --batch-size" if resume else "--batch-size"
+    raise DistributedError(f"{where} {batch_size} does not split evenly over --threads {threads}: give a "
+                           f"multiple of {threads}, or another --threads")
 
 
 class ThreadGroup:
@@ -78,8 +91,8 @@ class Replicated:
     """A trainer replicated over ``threads`` threads of this process, trained data-parallel.
 
     ``make()`` builds one trainer (its modules, optimisers, average of G); it is called
-    ``threads`` times from the same random state. ``step(*batch)`` splits the global batch
-    (its first axis must divide by ``threads``) and returns replica 0's metrics, which are
+    ``threads`` times from the same random state. ``step(batch)`` splits the global batch
+    (each of its minibatches must divide by ``threads``) and returns replica 0's metrics, which are
     global means. Everything else (sampling, ``state_dict``, the networks) is replica 0's;
     ``load_state_dict`` loads into every replica. NumPy backend only: on a GPU one process
     drives one device, and several GPUs take ``mpiexec``.
@@ -120,15 +133,9 @@ class Replicated:
 
     def check_batch(self, batch_size, resume=False):
         """Raise DistributedError unless a global batch of ``batch_size`` examples splits evenly over the
-        threads (each of its ``batch_parts`` minibatches, for a GAN step of k > 1)."""
+        threads: each of its ``batch_parts`` minibatches (k of them in a GAN step of k > 1)."""
         parts = getattr(self.replicas[0], "batch_parts", 1)
-        if batch_size % (parts * self.threads) == 0:
-            return
-        per = f" ({parts} minibatches a step: each must split)" if parts > 1 else ""
-        where = "the run's global batch" if resume else "--batch-size"
-        from . import DistributedError
-        raise DistributedError(f"{where} of {batch_size} examples{per} does not split evenly over {self.threads} "
-                         f"threads: give a multiple of {parts * self.threads}, or another --threads")
+        check_split(batch_size // parts if batch_size % parts == 0 else batch_size, self.threads, resume)
 
     def _slice(self, x, r):
         """Replica r's share of a batch array or tensor: its slice of each of the step's minibatches."""
@@ -136,10 +143,10 @@ class Replicated:
         m = x.shape[0] // (parts * n)
         if parts == 1:
             return x[r * m:(r + 1) * m]
-        data = x.data if hasattr(x, "data") and hasattr(x, "requires_grad") else x
-        xp = backend.get_array_module(data)
-        mine = xp.concatenate([data[(p * n + r) * m:(p * n + r + 1) * m] for p in range(parts)])
-        return type(x)(mine) if data is not x else mine
+        data = x.data if isinstance(x, Tensor) else x
+        mine = backend.get_array_module(data).concatenate([data[(p * n + r) * m:(p * n + r + 1) * m]
+                                                           for p in range(parts)])
+        return Tensor(mine) if isinstance(x, Tensor) else mine
 
     def step(self, batch):
         """One training step of every replica on its share of ``batch`` (a tensor, or a tuple of them);
@@ -182,5 +189,4 @@ class Replicated:
 
 
 def _one_blas_thread_asked():
-    import os
     return any(os.environ.get(v) == "1" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"))

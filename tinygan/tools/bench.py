@@ -95,12 +95,16 @@ def build(config, hidden=64):
     """(trainer, batch) for a configuration, with random data of the right shape on the backend;
     on NumPy with REPLICAS > 1 the trainer is replicated over that many threads."""
     from tinygan import backend
-    if REPLICAS > 1 and backend.current() == "numpy":
-        from tinygan.distributed import Replicated
-        made = []
-        trainer = Replicated(lambda: made.append(_build(config, hidden)) or made[-1][0], REPLICAS)
-        return trainer, made[0][1]
-    return _build(config, hidden)
+    if REPLICAS == 1 or backend.current() != "numpy":
+        return _build(config, hidden)
+    from tinygan.distributed import Replicated
+    batch = None
+
+    def make():  # every replica is built from seed 0, with the same batch
+        nonlocal batch
+        trainer, batch = _build(config, hidden)
+        return trainer
+    return Replicated(make, REPLICAS), batch
 
 
 def _build(config, hidden):

@@ -115,30 +115,36 @@ def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None,
         g.add_argument("--threads", type=threads_count, default=threads, metavar="N",
                        help="numpy backend: train data-parallel over N threads of this process, a replica of the "
                             "networks on each (with one BLAS thread) and 1/N of each batch, as mpiexec -n N would "
-                            "without MPI; auto: one per core when the cores split the batch, else 1; 1: one "
-                            "network, whose matrix products use every core through BLAS")
+                            "without MPI; auto: one per core (the cores BLAS is given: OPENBLAS_NUM_THREADS or "
+                            "OMP_NUM_THREADS, else all) when they split the batch, else 1; 1: one network, whose "
+                            "matrix products use every core through BLAS")
     return g
 
 
-def replicated(make, args):
-    """``make()``, or with ``--threads`` N > 1 (numpy backend) N replicas of it trained data-parallel over
-    N threads (tinygan.distributed.Replicated); one clear line when the batch does not split."""
+def threads_for(args):
+    """The number of data-parallel threads ``--threads`` asks for, resolved and checked (after the
+    backend is chosen, before any data is loaded): one clear line when it cannot be."""
     asked = getattr(args, "threads", 1)
     if backend.current() != "numpy" or distributed.enabled():
         if asked not in ("auto", 1):
             fail(f"--threads {asked}: data parallelism over threads runs on the numpy backend in one process; "
                  + ("under mpiexec give each process one thread" if distributed.enabled() else
                     "one process drives one GPU (several GPUs: mpiexec)"))
-        return make()
-    if asked == "auto":  # BEGAN's step: 1.9x on 2 cores (README, "Benchmark"); the MLP GANs' products are too small
+        return 1
+    if asked == "auto":  # BEGAN 64x64 on 2 cores: 1.9x (README, "Every core of one CPU"); MLPs gain nothing
         cores = backend.cpu_workers(backend.xp())
-        asked = cores if cores > 1 and args.batch_size % cores == 0 else 1
-    if asked == 1:
-        return make()
-    if args.batch_size % asked:  # (a step of k minibatches splits each of them)
-        fail(f"--batch-size {args.batch_size} does not split evenly over --threads {asked}: give a multiple "
-             f"of {asked}, or another --threads")
-    return distributed.Replicated(make, asked)
+        return cores if cores > 1 and args.batch_size % cores == 0 else 1
+    try:  # (a step of k minibatches splits each of them)
+        distributed.threads.check_split(args.batch_size, asked)
+    except distributed.DistributedError as e:
+        fail(str(e))
+    return asked
+
+
+def replicated(make, threads):
+    """``make()``, or with ``threads`` > 1 (from :func:`threads_for`) that many replicas of it trained
+    data-parallel over the threads of this process (tinygan.distributed.Replicated)."""
+    return make() if threads == 1 else distributed.Replicated(make, threads)
 
 
 # --------------------------------------------------------------------------

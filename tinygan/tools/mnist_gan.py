@@ -184,10 +184,11 @@ def main(argv=None, conditional=False, doc=__doc__):
         if not conditional:
             cli.check_pack(args, what="digits")
         cli.use_backend(args.backend, args.device)
+        threads = cli.threads_for(args)
         images, labels = load_mnist(args.data, "train", progress=not args.no_progress)
         judge = None if args.no_judge else mnist_judge.get_judge(args.data, progress=not args.no_progress)
         backend.seed(args.seed)
-        trainer = cli.replicated(lambda: build(args, conditional, train_size=len(images)), args)
+        trainer = cli.replicated(lambda: build(args, conditional, train_size=len(images)), threads)
         config = cli.loop_config(args, batch_size=args.k * args.batch_size, num_samples=args.num_samples,
                                  extra=dict(vars(args), conditional=conditional))
         hooks = [grid_hook(trainer, scale=2, nrow=trainer.fixed_nrow)]
