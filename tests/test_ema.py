@@ -153,3 +153,78 @@ def test_an_average_of_other_shapes_is_refused():
     state["average"] = {"0": np.zeros(3, np.float32)}
     with pytest.raises(ValueError, match="EMA.load_state_dict: averages of shapes"):
         trainer.ema.load_state_dict(state)
+
+
+# ---- the average's own batch-norm statistics (nn.utils.update_bn) --------------------------------
+def test_update_bn_against_hand_values():
+    """running_mean = the mean of the batches' means, running_var = the mean of their unbiased variances."""
+    bn = nn.BatchNorm1d(3)
+    net = nn.Sequential(nn.Linear(2, 3), bn)
+    net.eval()
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(i, 1 + i, (5 + i, 2)) for i in range(3)]          # batches of 5, 6 and 7
+    assert nn.utils.update_bn([(tg.tensor(backend.to_device(x)),) for x in xs], net) == 3
+    w, b = (backend.to_host(p.data) for p in (net[0].weight, net[0].bias))
+    hs = [x @ w.T + b for x in xs]
+    np.testing.assert_allclose(backend.to_host(bn.running_mean), np.mean([h.mean(0) for h in hs], 0), rtol=1e-5)
+    np.testing.assert_allclose(backend.to_host(bn.running_var), np.mean([h.var(0, ddof=1) for h in hs], 0), rtol=1e-5)
+    assert bn.momentum == 0.1 and not net.training                       # both put back
+    assert nn.utils.update_bn([(tg.tensor(backend.to_device(xs[0])),)], nn.Linear(2, 3)) == 0   # nothing to do
+
+
+def _bn_gan(conditional):
+    from tinygan.gan import DCGANDiscriminator, DCGANGenerator
+    backend.seed(0)
+    if conditional:
+        return GANTrainer(DCGANGenerator(8, filters=4, num_classes=10), DCGANDiscriminator(filters=4, num_classes=10),
+                          conditional=True, num_fixed=10, ema=0.9)
+    return GANTrainer(MLPGenerator(8, (16, 16), batch_norm=True), MLPDiscriminator(hidden=(16,)), num_fixed=4, ema=0.9)
+
+
+def _step(trainer, n=8):
+    x = _digits(n)
+    trainer.step(x + ((backend.to_device(np.arange(n) % 10),) if trainer.conditional else ()))
+
+
+def _stats(trainer):
+    return [backend.to_host(m.running_mean).copy() for m in trainer._g_norms] + \
+           [backend.to_host(m.running_var).copy() for m in trainer._g_norms]
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["mlp", "conditional-dcgan"])
+def test_the_average_samples_with_batch_norm_statistics_of_its_own(conditional, monkeypatch):
+    from tinygan.gan import trainer as trainer_module
+    calls = []
+    monkeypatch.setattr(trainer_module, "update_bn", lambda *a: calls.append(1) or nn.utils.update_bn(*a))
+    trainer = _bn_gan(conditional)
+    for _ in range(4):
+        _step(trainer)
+    trained_stats, weights = _stats(trainer), [backend.to_host(p.data).copy() for p in trainer.G.parameters()]
+    rng_state = backend.rng().bit_generator.state
+    averaged = trainer.sample_fixed()
+    assert backend.rng().bit_generator.state == rng_state               # training's random stream untouched
+    for a, b in zip(_stats(trainer), trained_stats):                     # G as trained is back, statistics too
+        np.testing.assert_array_equal(a, b)
+    for p, w in zip(trainer.G.parameters(), weights):
+        np.testing.assert_array_equal(backend.to_host(p.data), w)
+
+    # by hand: the average's weights, statistics from BN_CALIBRATION's noise, then evaluation mode
+    batches, size = trainer_module.BN_CALIBRATION
+    labels = backend.to_device(np.arange(size) % 10) if conditional else None
+    trainer.raw_samples = True
+    with trainer.ema.swapped():
+        stale = trainer.sample_fixed()                                   # the average with G's statistics
+        with backend.rng_fork(trainer_module.BN_CALIBRATION_SEED):
+            nn.utils.update_bn([(tg.tensor(trainer.noise(size)), labels) for _ in range(batches)], trainer.G)
+        by_hand = trainer.sample_fixed()
+    np.testing.assert_allclose(averaged, by_hand, atol=1e-6)
+    assert np.abs(averaged - stale).max() > 1e-3                         # the statistics matter
+
+    # computed once per update of the average
+    trainer.raw_samples = False
+    calls.clear()
+    trainer.sample_fixed(), trainer.generate(6, chunk=2)
+    assert calls == []
+    _step(trainer)
+    trainer.sample_fixed(), trainer.sample_fixed()
+    assert calls == [1]

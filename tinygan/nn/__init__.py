@@ -10,9 +10,9 @@ from . import init, utils
 from .module import Module, ModuleDict, ModuleList, Parameter, Sequential, StateDictError, check_state_matches
 from .layers import (ELU, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Embedding, Flatten, Identity,
                      LeakyReLU, Linear, ReLU, Sigmoid, Tanh, Upsample)
-from .utils import clip_grad_norm_, evaluating, frozen
+from .utils import clip_grad_norm_, evaluating, frozen, update_bn
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Linear", "Conv2d", "ConvTranspose2d",
            "Upsample", "BatchNorm1d", "BatchNorm2d", "Embedding", "Dropout", "ReLU", "LeakyReLU", "ELU",
            "Sigmoid", "Tanh", "Flatten", "Identity", "init", "utils", "clip_grad_norm_", "frozen", "evaluating",
-           "StateDictError", "check_state_matches"]
+           "update_bn",            "StateDictError", "check_state_matches"]

@@ -1,4 +1,5 @@
-"""Tools around modules: gradient clipping, and running a module frozen or in evaluation mode."""
+"""Tools around modules: gradient clipping, running a module frozen or in evaluation mode, and
+recomputing its batch-norm statistics."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +7,7 @@ import math
 
 from .. import backend
 
-__all__ = ["clip_grad_norm_", "frozen", "evaluating"]
+__all__ = ["clip_grad_norm_", "frozen", "evaluating", "update_bn"]
 
 
 def clip_grad_norm_(parameters, max_norm, eps=1e-6):
@@ -54,3 +55,38 @@ def evaluating(module):
         yield module
     finally:
         module.train(was_training)
+
+
+def update_bn(batches, module):
+    """Recompute the running statistics of every batch norm in ``module`` from ``batches``, as
+    PyTorch's ``torch.optim.swa_utils.update_bn``: the statistics are reset, then set to the plain
+    average over the batches of each batch's mean and (unbiased) variance. Each batch is the
+    argument tuple of one ``module(*batch)`` call (no gradients are recorded).
+
+    Why: an averaged network (``optim.EMA``, SWA) has weights that no training step ever ran with,
+    so the statistics batch norm kept while training belong to another network. Evaluating the
+    average with them feeds every layer inputs of the wrong scale; its own statistics fix that.
+    Returns the number of batches; a module without batch norm is left as it is.
+    """
+    from ..tensor import no_grad
+    from .layers import _BatchNorm
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    momenta, was_training = [m.momentum for m in norms], module.training
+    for m in norms:
+        m.running_mean[...] = 0
+        m.running_var[...] = 1
+    module.train()
+    count = 0
+    try:
+        with no_grad():
+            for count, batch in enumerate(batches, 1):
+                for m in norms:
+                    m.momentum = 1.0 / count   # running = (1 - 1/i) running + (1/i) batch: the mean of i batches
+                module(*batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        module.train(was_training)
+    return count
