@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygan import _strict, backend, tensor
+from tinygan import _strict, backend, nn, no_grad, tensor
 from tinygan.gan import ConditionalDCGANDiscriminator, ConditionalDCGANGenerator, ConditionalMLPDiscriminator, ConditionalMLPGenerator, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, ToyDiscriminator, ToyGenerator
 from tinygan.train.runlog import read_csv_log
 from tinygan.gan import GANTrainer
@@ -388,3 +388,25 @@ def test_examples_help_explains_the_common_flags(module, capsys):
     for flag in ("--backend", "--epochs", "--batch-size", "--lr", "--seed", "--out", "--resume"):
         assert flag in text, flag
     assert math.isfinite(len(text))
+
+
+def test_a_conditional_discriminator_drops_the_images_features_but_never_the_labels():
+    """Dropout after D's first layer acts on x's features only: the label's are joined after it."""
+    backend.seed(0)
+    D = MLPDiscriminator(hidden=(16,), num_classes=10, dropout=0.9)      # body: the join, then one linear
+    x = tensor(backend.to_device(np.random.default_rng(0).normal(size=(6, 1, 28, 28)).astype(np.float32)))
+    y = backend.to_device(np.arange(6) % 10)
+    with no_grad():
+        D.eval()
+        reference = backend.to_host(D(x, y).data)
+        D.train()
+        D.fc_in.weight.data[...] = 0                                     # x's features are 0: only the label speaks
+        D.fc_in.bias.data[...] = 0
+        label_only = backend.to_host(D(x, y).data)
+        D.eval()
+        np.testing.assert_allclose(label_only, backend.to_host(D(x, y).data), rtol=1e-6)   # nothing of it dropped
+        D.train()
+        D.fc_in.bias.data[...] = 1                                       # x's features now 1 each: dropped at 0.9
+        trained = [backend.to_host(D(x, y).data) for _ in range(3)]
+    assert not np.allclose(trained[0], trained[1]) and not np.allclose(reference, trained[2])
+    assert isinstance(MLPDiscriminator(hidden=(16,), dropout=0.5).body[0], nn.Dropout)   # unconditional: as before

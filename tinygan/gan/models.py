@@ -127,7 +127,10 @@ class MLPDiscriminator(nn.Module):
     Conditional: x and onehot(y) are mapped by separate first layers and joined,
     as in :class:`MLPGenerator`; the label's layer is by default a quarter as wide
     as x's (the paper's D: 50 maxout units for y, 240 for x). ``dropout`` (after
-    each hidden layer) is the GAN paper's regulariser of D.
+    each hidden layer) is the GAN paper's regulariser of D. In a conditional D the
+    first dropout drops x's features only, before they are joined with the label's:
+    the label is given, not evidence D should learn to do without (measured in
+    docs/gan/RESULTS.md: label accuracy 97.7% -> 98.2%, Frechet distance 6.34 -> 5.83).
     """
 
     def __init__(self, in_shape=(1, 28, 28), hidden=(512, 256), num_classes=None, label_dim=None,
@@ -152,6 +155,8 @@ class MLPDiscriminator(nn.Module):
         if dropout:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(width, 1))
+        if dropout and num_classes:
+            layers[0] = nn.Identity()   # forward drops x's features before the join instead
         self.body = nn.Sequential(*layers)
 
     def forward(self, x, labels=None):
@@ -162,6 +167,8 @@ class MLPDiscriminator(nn.Module):
         onehot = _check_labels(self, labels, n)
         h = F.leaky_relu(self.fc_in(x.reshape(n, -1)), self.negative_slope)
         if onehot is not None:
+            if self.dropout:
+                h = F.dropout(h, self.dropout, self.training)
             h = F.concat([h, F.leaky_relu(self.fc_label(onehot), self.negative_slope)], axis=1)
         return self.body(h).reshape(n)
 
