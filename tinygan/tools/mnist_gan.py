@@ -52,13 +52,17 @@ def widths(text):
 #: D's dropout by default (the MLP arch), unconditional / conditional: measured in docs/gan/RESULTS.md
 #: ("Dropout in D"): the MLP GAN's Frechet distance 13.98 -> 10.31 (seed 0) and 16.09 -> 10.43 (seed 1)
 DROPOUT = {False: 0.3, True: 0.0}
+#: Epochs by default, unconditional / conditional: the cGAN's Frechet distance kept falling after 20
+#: epochs (10,000 samples, seed 0: 13.24 after 20, 9.46 after 30, 7.06 after 40; label accuracy
+#: 99.1%, 99.6%, 99.4%; docs/gan/RESULTS.md, "The cGAN's length")
+EPOCHS = {False: 20, True: 40}
 
 
 def build_parser(conditional=False, doc=__doc__):
     name = "cgan_mnist" if conditional else "gan_mnist"
     p = cli.parser(doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[1:]))
     cli.add_common_args(
-        p, epochs=20, batch_size=64, ema=EMA_DECAY, lr=2e-4, out=f"runs/{name}", threads=1,
+        p, epochs=EPOCHS[conditional], batch_size=64, ema=EMA_DECAY, lr=2e-4, out=f"runs/{name}", threads=1,
         data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ~/data/mnist); "
                   "default: download them (md5-checked) into ~/.cache/tinygan/mnist")
     g = p.add_argument_group("GAN")
