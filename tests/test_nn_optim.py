@@ -179,6 +179,17 @@ def test_train_and_eval_change_batch_norm(cls, shape):
     np.testing.assert_array_equal(bn.running_var, stats[1])
 
 
+def test_unflatten_inverts_flatten_and_names_a_size_that_does_not_fit():
+    x = T(normal((2, 3, 4, 5), 46))
+    flat = nn.Flatten()(x)
+    back = nn.Unflatten(1, (3, 4, 5))(flat)
+    assert back.shape == (2, 3, 4, 5)
+    np.testing.assert_array_equal(backend.to_host(back.data), backend.to_host(x.data))
+    assert nn.Unflatten(-2, (2, 2))(x).shape == (2, 3, 2, 2, 5)
+    with pytest.raises(ValueError, match=r"Unflatten: axis 1 has 60 elements, but the size \(7, 7\) holds 49"):
+        nn.Unflatten(1, (7, 7))(flat)
+
+
 def test_dropout_module_follows_the_mode():
     drop = nn.Dropout(0.5)
     x = tg.tensor(np.ones((10, 10), dtype=np.float32))
@@ -291,6 +302,8 @@ LAYERS = {
     "Identity": (nn.Identity, lambda: T(normal((3, 4), 39))),
     "Flatten": (nn.Flatten, lambda: _image((2, 2, 2, 3), 40)),
     "Flatten-all": (lambda: nn.Flatten(0), lambda: _image((2, 2, 2, 3), 41)),
+    "Unflatten": (lambda: nn.Unflatten(1, (2, 3)), lambda: T(normal((4, 6), 44))),
+    "Unflatten-last": (lambda: nn.Unflatten(-1, (3, 1, 2)), lambda: _image((2, 2, 1, 6), 45)),
     "Sequential": (lambda: nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2), nn.Sigmoid()),
                    lambda: T(normal((3, 4), 42))),
     "Sequential-conv": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ELU(),

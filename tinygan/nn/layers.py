@@ -1,6 +1,8 @@
 """Layers with PyTorch's names, arguments and default initialisations."""
 from __future__ import annotations
 
+import math
+
 from .. import backend
 from .. import functional as F
 from ..functional.core import pair, size
@@ -8,7 +10,7 @@ from . import init
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Conv2d", "ConvTranspose2d", "Upsample", "BatchNorm1d", "BatchNorm2d", "Embedding", "Dropout",
-           "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Identity", "Flatten"]
+           "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Identity", "Flatten", "Unflatten"]
 
 
 def _zeros(*shape):
@@ -231,3 +233,21 @@ class Flatten(Module):
 
     def forward(self, x):
         return F.flatten(x, self.start_dim, self.end_dim)
+
+
+class Unflatten(Module):
+    """Split axis ``dim`` into ``unflattened_size`` (PyTorch's ``nn.Unflatten``): the inverse of Flatten."""
+
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+
+    def forward(self, x):
+        dim = self.dim % x.ndim
+        if math.prod(self.unflattened_size) != x.shape[dim]:
+            raise ValueError(f"Unflatten: axis {self.dim} has {x.shape[dim]} elements, but the size "
+                             f"{self.unflattened_size} holds {math.prod(self.unflattened_size)}")
+        return x.reshape(*x.shape[:dim], *self.unflattened_size, *x.shape[dim + 1:])
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
