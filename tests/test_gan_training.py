@@ -411,3 +411,17 @@ def test_a_conditional_discriminator_drops_the_images_features_but_never_the_lab
         trained = [backend.to_host(D(x, y).data) for _ in range(3)]
     assert not np.allclose(trained[0], trained[1]) and not np.allclose(reference, trained[2])
     assert isinstance(MLPDiscriminator(hidden=(16,), dropout=0.5).body[0], nn.Dropout)   # unconditional: as before
+
+
+def test_minibatch_discrimination_sees_real_and_fake_batches_apart():
+    """Its features compare a sample with the rest of its batch: real digits must not be compared with fakes."""
+    backend.seed(3)
+    D = MLPDiscriminator((1, 4, 4), hidden=(8, 6), minibatch_kernels=5)
+    trainer = GANTrainer(MLPGenerator(4, (8,), (1, 4, 4)), D, num_fixed=2)
+    x = tensor(backend.to_device(np.random.default_rng(0).uniform(-1, 1, (6, 1, 4, 4)).astype(np.float32)))
+    with no_grad():
+        alone = float(backend.to_host(1 / (1 + np.exp(-backend.to_host(D(x).data)))).mean())
+    metrics = trainer.step((x,))   # D(real) is computed before D's update: the same weights
+    assert float(metrics["d_real"]) == pytest.approx(alone, rel=1e-5)
+    assert trainer._d_mixes_batch and not GANTrainer(MLPGenerator(4, (8,), (1, 4, 4)),
+                                                     MLPDiscriminator((1, 4, 4), hidden=(8, 6)))._d_mixes_batch

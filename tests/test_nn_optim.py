@@ -190,6 +190,29 @@ def test_unflatten_inverts_flatten_and_names_a_size_that_does_not_fit():
         nn.Unflatten(1, (7, 7))(flat)
 
 
+def test_minibatch_discrimination_against_the_papers_sum_over_pairs():
+    layer = to_float64(nn.MinibatchDiscrimination(3, 4, 2))
+    x = normal((5, 3), 49)
+    out = backend.to_host(layer(T(x)).data)
+    w = backend.to_host(layer.weight.data)
+    xh = backend.to_host(x)
+    m = (xh @ w).reshape(5, 4, 2)
+    expected = np.zeros((5, 4))
+    for i in range(5):
+        for j in range(5):
+            if i != j:
+                expected[i] += np.exp(-np.abs(m[i] - m[j]).sum(axis=1))
+    np.testing.assert_allclose(out[:, :3], xh)
+    np.testing.assert_allclose(out[:, 3:], expected, rtol=1e-12)
+    assert out.shape == (5, 7)
+    # one sample has no neighbours; identical samples are as close as can be (exp(0) = 1 per other sample)
+    np.testing.assert_array_equal(backend.to_host(layer(T(x[:1])).data)[:, 3:], np.zeros((1, 4)))
+    same = backend.to_host(layer(T(np.repeat(xh[:1], 3, axis=0))).data)[:, 3:]
+    np.testing.assert_allclose(same, np.full((3, 4), 2.0))
+    with pytest.raises(ValueError, match=r"MinibatchDiscrimination: expected features of shape \(N, 3\)"):
+        layer(T(normal((2, 4), 50)))
+
+
 def test_dropout_module_follows_the_mode():
     drop = nn.Dropout(0.5)
     x = tg.tensor(np.ones((10, 10), dtype=np.float32))
@@ -304,6 +327,8 @@ LAYERS = {
     "Flatten-all": (lambda: nn.Flatten(0), lambda: _image((2, 2, 2, 3), 41)),
     "Unflatten": (lambda: nn.Unflatten(1, (2, 3)), lambda: T(normal((4, 6), 44))),
     "Unflatten-last": (lambda: nn.Unflatten(-1, (3, 1, 2)), lambda: _image((2, 2, 1, 6), 45)),
+    "MinibatchDiscrimination": (lambda: nn.MinibatchDiscrimination(4, 3, 2), lambda: T(normal((5, 4), 47))),
+    "MinibatchDiscrimination-odd": (lambda: nn.MinibatchDiscrimination(5, 2, 3), lambda: T(normal((3, 5), 48) * 3)),
     "Sequential": (lambda: nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2), nn.Sigmoid()),
                    lambda: T(normal((3, 4), 42))),
     "Sequential-conv": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ELU(),

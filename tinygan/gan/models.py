@@ -132,16 +132,18 @@ class MLPDiscriminator(nn.Module):
     first dropout drops x's features only, before they are joined with the label's:
     the label is given, not evidence D should learn to do without (measured in
     docs/gan/RESULTS.md: label accuracy 97.7% -> 98.2%, Frechet distance 6.34 -> 5.83).
+    ``minibatch_kernels`` > 0 puts :class:`nn.MinibatchDiscrimination` with that many kernels
+    before the output layer, so that D sees how alike the samples of a batch are.
     """
 
     def __init__(self, in_shape=(1, 28, 28), hidden=(512, 256), num_classes=None, label_dim=None,
-                 dropout=0.0, negative_slope=0.2):
+                 dropout=0.0, negative_slope=0.2, minibatch_kernels=0):
         super().__init__()
         name = type(self).__name__
         hidden = _as_tuple(hidden, name)
         _check_num_classes(num_classes, name)
         self.in_shape, self.hidden, self.num_classes = tuple(in_shape), hidden, num_classes
-        self.negative_slope, self.dropout = negative_slope, dropout
+        self.negative_slope, self.dropout, self.minibatch_kernels = negative_slope, dropout, minibatch_kernels
         self.label_dim = (label_dim or max(hidden[0] // 4, 16)) if num_classes else 0
         self.fc_in = nn.Linear(math.prod(self.in_shape), hidden[0])
         if num_classes:
@@ -155,6 +157,9 @@ class MLPDiscriminator(nn.Module):
             width = h
         if dropout:
             layers.append(nn.Dropout(dropout))
+        if minibatch_kernels:
+            layers.append(nn.MinibatchDiscrimination(width, minibatch_kernels))
+            width += minibatch_kernels
         layers.append(nn.Linear(width, 1))
         if dropout and num_classes:
             layers[0] = nn.Identity()   # forward drops x's features before the join instead

@@ -39,7 +39,8 @@ import numpy as np
 
 from .. import backend, distributed
 from .. import functional as F
-from ..nn import BatchNorm1d, BatchNorm2d, check_state_matches, evaluating, frozen, update_bn
+from ..nn import (BatchNorm1d, BatchNorm2d, MinibatchDiscrimination, check_state_matches, evaluating, frozen,
+                  update_bn)
 from . import losses
 from ..optim import EMA, Adam
 from ..tensor import Tensor, no_grad, tensor
@@ -146,7 +147,9 @@ class GANTrainer:
         self.raw_samples = False  # True: sample from G as trained even where there is an average
         self._g_norms = [mod for mod in self.G.modules() if isinstance(mod, (BatchNorm1d, BatchNorm2d))]
         self._averaged_norms = None  # (the average's update count, its batch-norm statistics)
-        self._d_has_batch_norm = any(isinstance(mod, (BatchNorm1d, BatchNorm2d)) for mod in self.D.modules())
+        # layers whose output for a sample depends on the rest of its batch
+        self._d_mixes_batch = any(isinstance(mod, (BatchNorm1d, BatchNorm2d, MinibatchDiscrimination))
+                                  for mod in self.D.modules())
         if conditional:
             self.fixed_nrow = max(1, num_fixed // num_classes)
             z = self.noise(self.fixed_nrow)
@@ -224,9 +227,10 @@ class GANTrainer:
         z, fake_labels = self._shared_noise(m)
         with no_grad():  # G's weights are constants in D's update: no graph through G
             fake = self.G(tensor(z), fake_labels)
-        if self._d_has_batch_norm:
+        if self._d_mixes_batch:
             # With batch norm in D, real and fake go through D separately: a mixed batch would
-            # normalise each half with the other's statistics (DCGAN's reference code keeps them apart).
+            # normalise each half with the other's statistics (DCGAN's reference code keeps them apart);
+            # minibatch discrimination would measure real samples' closeness to fake ones.
             real_logits = self.D(self._packed(x), labels)
             fake_logits = self.D(self._packed(fake), fake_labels)
         else:

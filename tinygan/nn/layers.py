@@ -10,7 +10,8 @@ from . import init
 from .module import Module, Parameter
 
 __all__ = ["Linear", "Conv2d", "ConvTranspose2d", "Upsample", "BatchNorm1d", "BatchNorm2d", "Embedding", "Dropout",
-           "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Identity", "Flatten", "Unflatten"]
+           "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Identity", "Flatten", "Unflatten",
+           "MinibatchDiscrimination"]
 
 
 def _zeros(*shape):
@@ -251,3 +252,42 @@ class Unflatten(Module):
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+class MinibatchDiscrimination(Module):
+    """Minibatch discrimination (Salimans et al. 2016, "Improved Techniques for Training GANs", 3.2):
+    features that tell D how close each sample is to the others of its batch.
+
+    Each sample's features h (N, in_features) are projected by a learned tensor T into
+    ``num_kernels`` rows of ``kernel_dim``: M_i = h_i T, shape (num_kernels, kernel_dim). Kernel b
+    of sample i sums the closeness of i to every other sample j of the batch,
+
+        o_i[b] = sum_{j != i} exp(-||M_i[b] - M_j[b]||_1),
+
+    and the output is [h, o], (N, in_features + num_kernels). A batch drawn too often from a few
+    modes (too many sevens, say) has closer neighbours than a batch of real data, which D can then
+    see; a single sample scores o = 0. The output of a sample depends on its whole batch (as with
+    batch norm), so real and fake batches must pass D separately (``GANTrainer`` does this).
+    T ~ N(0, 0.05^2), as the paper's code.
+    """
+
+    def __init__(self, in_features, num_kernels=50, kernel_dim=5):
+        super().__init__()
+        for value, name in ((in_features, "in_features"), (num_kernels, "num_kernels"), (kernel_dim, "kernel_dim")):
+            size(value, name, "MinibatchDiscrimination")
+        self.in_features, self.num_kernels, self.kernel_dim = in_features, num_kernels, kernel_dim
+        self.weight = Parameter(_zeros(in_features, num_kernels * kernel_dim))
+        init.normal_(self.weight, 0.0, 0.05)
+
+    def forward(self, x):
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"MinibatchDiscrimination: expected features of shape (N, {self.in_features}), "
+                             f"got {x.shape}")
+        n, b, c = x.shape[0], self.num_kernels, self.kernel_dim
+        m = F.matmul(x, self.weight).reshape(n, 1, b, c)
+        l1 = F.sum(F.abs(m - m.reshape(1, n, b, c)), axis=3)       # (N, N, kernels): all pairs at once
+        closeness = F.sum(F.exp(-l1), axis=1) - 1.0                 # minus exp(0), the sample itself
+        return F.concat([x, closeness], axis=1)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, num_kernels={self.num_kernels}, kernel_dim={self.kernel_dim}"

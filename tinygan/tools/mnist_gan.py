@@ -29,12 +29,12 @@ from ..train import CollapseWatch, fit, grid_hook
 from ..train.images import save_grid
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
-RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "batch_norm", "k",
+RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "minibatch_kernels", "batch_norm", "k",
            "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay", "pack")
 #: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
 EMA_DECAY = 0.999
 #: Flags added after runs were saved without them, and the value those runs trained with.
-INTRODUCED = {"ema": 0.0, "lr_decay": "none", "pack": 1}
+INTRODUCED = {"ema": 0.0, "lr_decay": "none", "pack": 1, "minibatch_kernels": 0}
 NUM_CLASSES = 10
 
 
@@ -79,6 +79,9 @@ def build_parser(conditional=False, doc=__doc__):
     g.add_argument("--d-hidden", type=widths, default=(512, 256), help="mlp: D's hidden layer widths")
     g.add_argument("--dropout", type=cli.probability, default=DROPOUT[conditional],
                    help="mlp: dropout after D's hidden layers, in [0, 1) (0: none)")
+    g.add_argument("--minibatch-kernels", type=cli.count, default=0, metavar="N",
+                   help="mlp: minibatch discrimination (Salimans et al. 2016) before D's output layer, with N "
+                        "kernels: D sees how alike the digits of a batch are (0: none)")
     g.add_argument("--filters", type=cli.positive_int, default=32, help="dcgan: filters of the widest layer pair (f, 2f)")
     g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="mlp: batch norm after G's hidden layers (but the first); " + (
@@ -120,7 +123,8 @@ def build(args, conditional=False, train_size=60000, num_fixed=None):
     if args.arch == "mlp":
         G = MLPGenerator(args.latent_dim, args.g_hidden, (1, 28, 28), num_classes=classes,
                          batch_norm=args.batch_norm)
-        D = MLPDiscriminator((pack, 28, 28), args.d_hidden, num_classes=classes, dropout=args.dropout)
+        D = MLPDiscriminator((pack, 28, 28), args.d_hidden, num_classes=classes, dropout=args.dropout,
+                             minibatch_kernels=args.minibatch_kernels)
     else:
         G = DCGANGenerator(args.latent_dim, args.filters, num_classes=classes)
         D = DCGANDiscriminator(args.filters, channels=pack, num_classes=classes)
