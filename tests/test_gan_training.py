@@ -31,7 +31,9 @@ def labels_of(n, classes=10):
     (lambda: ConditionalMLPGenerator(16, (32, 64)), lambda: ConditionalMLPDiscriminator(hidden=(32, 16)), True),
     (lambda: DCGANGenerator(16, filters=4), lambda: DCGANDiscriminator(filters=4), False),
     (lambda: ConditionalDCGANGenerator(16, filters=4), lambda: ConditionalDCGANDiscriminator(filters=4), True),
-], ids=["mlp", "cmlp", "dcgan", "cdcgan"])
+    (lambda: MLPGenerator(16, (32, 64)), lambda: MLPDiscriminator(hidden=(32, 16), minibatch_kernels=3), False),
+    (lambda: DCGANGenerator(16, filters=4), lambda: DCGANDiscriminator(filters=4, minibatch_kernels=3), False),
+], ids=["mlp", "cmlp", "dcgan", "cdcgan", "mlp-minibatch", "dcgan-minibatch"])
 def test_image_models_shapes_and_ranges(make_g, make_d, conditional):
     G, D = make_g(), make_d()
     y = labels_of(5) if conditional else None

@@ -228,15 +228,18 @@ class DCGANDiscriminator(nn.Module):
         x 28x28xc -Conv 4x4/2-> 14x14xf -LReLU-Conv 4x4/2-> 7x7x2f -BN-LReLU-FC-> hidden -LReLU-FC-> 1 logit
 
     Conditional: ``num_classes`` constant planes holding onehot(y) are joined to
-    the image, so every filter of the first layer sees the label.
+    the image, so every filter of the first layer sees the label. ``minibatch_kernels`` > 0
+    puts :class:`nn.MinibatchDiscrimination` between the hidden layer and the logit.
     """
 
-    def __init__(self, filters=32, channels=1, num_classes=None, hidden=None):
+    def __init__(self, filters=32, channels=1, num_classes=None, hidden=None, minibatch_kernels=0):
         super().__init__()
         _check_num_classes(num_classes, type(self).__name__)
         self.filters, self.channels, self.num_classes = filters, channels, num_classes
         f = filters
         self.hidden = h = hidden or 8 * f
+        self.minibatch_kernels = minibatch_kernels
+        mbd = [nn.MinibatchDiscrimination(h, minibatch_kernels)] if minibatch_kernels else []
         self.net = nn.Sequential(
             nn.Conv2d(channels + (num_classes or 0), f, 4, 2, 1),
             nn.LeakyReLU(0.2),
@@ -244,7 +247,8 @@ class DCGANDiscriminator(nn.Module):
             nn.BatchNorm2d(2 * f), nn.LeakyReLU(0.2),
             nn.Flatten(),
             nn.Linear(2 * f * 7 * 7, h), nn.LeakyReLU(0.2),
-            nn.Linear(h, 1),
+            *mbd,
+            nn.Linear(h + minibatch_kernels, 1),
         )
         nn.init.dcgan_(self)
 
@@ -284,8 +288,8 @@ class ConditionalDCGANGenerator(DCGANGenerator):
 class ConditionalDCGANDiscriminator(DCGANDiscriminator):
     """:class:`DCGANDiscriminator` with ``num_classes=10`` by default."""
 
-    def __init__(self, filters=32, channels=1, num_classes=10, hidden=None):
-        super().__init__(filters, channels, num_classes, hidden)
+    def __init__(self, filters=32, channels=1, num_classes=10, hidden=None, minibatch_kernels=0):
+        super().__init__(filters, channels, num_classes, hidden, minibatch_kernels)
 
 
 class ToyGenerator(MLPGenerator):

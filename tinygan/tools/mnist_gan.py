@@ -80,7 +80,7 @@ def build_parser(conditional=False, doc=__doc__):
     g.add_argument("--dropout", type=cli.probability, default=DROPOUT[conditional],
                    help="mlp: dropout after D's hidden layers, in [0, 1) (0: none)")
     g.add_argument("--minibatch-kernels", type=cli.count, default=0, metavar="N",
-                   help="mlp: minibatch discrimination (Salimans et al. 2016) before D's output layer, with N "
+                   help="minibatch discrimination (Salimans et al. 2016) before D's output layer, with N "
                         "kernels: D sees how alike the digits of a batch are (0: none)")
     g.add_argument("--filters", type=cli.positive_int, default=32, help="dcgan: filters of the widest layer pair (f, 2f)")
     g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
@@ -127,7 +127,7 @@ def build(args, conditional=False, train_size=60000, num_fixed=None):
                              minibatch_kernels=args.minibatch_kernels)
     else:
         G = DCGANGenerator(args.latent_dim, args.filters, num_classes=classes)
-        D = DCGANDiscriminator(args.filters, channels=pack, num_classes=classes)
+        D = DCGANDiscriminator(args.filters, channels=pack, num_classes=classes, minibatch_kernels=args.minibatch_kernels)
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
                       num_fixed=num_fixed or (100 if conditional else 64), ema=args.ema or None, pack=pack,
