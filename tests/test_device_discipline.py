@@ -193,15 +193,15 @@ def _model():
             self.fc = nn.Linear(4 * 2 * 2, 6)
             self.emb = nn.Embedding(5, 6)
             self.norm = nn.BatchNorm1d(6)
-            self.up = nn.Linear(6, 4 * 2 * 2)
+            self.up = nn.Sequential(nn.Linear(6, 4 * 2 * 2), nn.Unflatten(1, (4, 2, 2)))
             self.dec = nn.Sequential(nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
                                      nn.Upsample(2), nn.Conv2d(3, 1, 3, padding=1), nn.Tanh())
-            self.head = nn.Sequential(nn.Dropout(0.1), nn.Linear(12, 1))
+            self.head = nn.Sequential(nn.Dropout(0.1), nn.MinibatchDiscrimination(12, 3, 2), nn.Linear(15, 1))
 
         def forward(self, x, labels):
             h = F.avg_pool2d(self.enc(x), 2)                       # (n, 4, 2, 2)
             z = self.norm(self.fc(F.flatten(h, 1)) + self.emb(labels))
-            recon = self.dec(self.up(z).reshape(x.shape[0], 4, 2, 2))  # (n, 1, 8, 8)
+            recon = self.dec(self.up(z))                           # (n, 1, 8, 8)
             logit = self.head(F.concat([z, F.sigmoid(z)], axis=1))
             return recon, logit
     return Net()
