@@ -79,17 +79,16 @@ threads_count = checked(lambda t: t if t == "auto" else int(t), lambda v: v == "
 
 
 def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None, batch_size_help=None,
-                    lr_help="Adam learning rate of both networks", ema=None, threads=None, epochs_help=None):
-    """The flags every example shares. ``out_help``, ``batch_size_help`` and ``epochs_help`` describe a
-    default that is computed (None here), instead of argparse's "(default: None)"."""
+                    lr_help="Adam learning rate of both networks", ema=None, threads=None):
+    """The flags every example shares. ``out_help`` and ``batch_size_help`` describe a default that is
+    computed (None here), instead of argparse's "(default: None)"."""
     g = p.add_argument_group("common to every example")
     g.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array backend: numpy (CPU) or cupy (NVIDIA GPU; pip install 'tinygan[cuda12]')")
     g.add_argument("--device", type=count, default=None, metavar="N",
                    help="with --backend cupy: the GPU to use, counted among those CUDA_VISIBLE_DEVICES shows (default 0)")
     g.add_argument("--data", metavar="PATH", default=None, help=data_help)
-    g.add_argument("--epochs", type=positive_int, default=epochs,
-                   help="passes over the training set" + (f" (default: {epochs_help})" if epochs_help else ""))
+    g.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set")
     g.add_argument("--batch-size", type=positive_int, default=batch_size,
                    help="examples per step" + (f" (default: {batch_size_help})" if batch_size_help else ""))
     g.add_argument("--lr", type=positive_float, default=lr, help=lr_help)

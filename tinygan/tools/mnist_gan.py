@@ -52,30 +52,18 @@ def widths(text):
 #: D's dropout by default (the MLP arch), unconditional / conditional: measured in docs/gan/RESULTS.md
 #: ("Dropout in D"): the MLP GAN's Frechet distance 13.98 -> 10.31 (seed 0) and 16.09 -> 10.43 (seed 1)
 DROPOUT = {False: 0.3, True: 0.0}
-#: Epochs by default, per (arch, conditional). The cGAN's Frechet distance kept falling after 20
+#: Epochs by default, unconditional / conditional: the cGAN's Frechet distance kept falling after 20
 #: epochs (10,000 samples, seed 0: 13.24 after 20, 9.46 after 30, 7.06 after 40, 6.30 after 50;
 #: seed 1: 9.01 after 40, 7.98 after 50; label accuracy 99.4-99.6%; docs/gan/RESULTS.md, "The
 #: cGAN's length"). The MLP GAN's fell too, but its eights fell under 8% of the samples.
-EPOCHS = {("mlp", False): 20, ("mlp", True): 50, ("dcgan", False): 20, ("dcgan", True): 50}
-#: Minibatch discrimination kernels in D by default, per (arch, conditional) (0: none). Measured
-#: (docs/gan/RESULTS.md, "The DCGAN"): the DCGAN with 50 kernels drew closer to MNIST early (FD 18
-#: after 5 epochs against 54) but after the 14 epochs that fit in 30 CPU minutes scored 12.47,
-#: where without them 20 epochs scored 8.61; the MLP GAN's digit balance did not improve.
-MINIBATCH_KERNELS = {("mlp", False): 0, ("mlp", True): 0, ("dcgan", False): 0, ("dcgan", True): 0}
-
-
-def per_arch(table, conditional):
-    """'20 for --arch mlp, 14 for dcgan': a per-arch default for --help."""
-    return ", ".join(f"{v} for {'--arch ' if i == 0 else ''}{arch}"
-                     for i, ((arch, cond), v) in enumerate((k, v) for k, v in table.items() if k[1] == conditional))
+EPOCHS = {False: 20, True: 50}
 
 
 def build_parser(conditional=False, doc=__doc__):
     name = "cgan_mnist" if conditional else "gan_mnist"
     p = cli.parser(doc.split("\n\n")[0] + "\n\n" + "\n\n".join(doc.split("\n\n")[1:]))
     cli.add_common_args(
-        p, epochs=None, epochs_help=per_arch(EPOCHS, conditional), batch_size=64, ema=EMA_DECAY, lr=2e-4,
-        out=f"runs/{name}", threads=1,
+        p, epochs=EPOCHS[conditional], batch_size=64, ema=EMA_DECAY, lr=2e-4, out=f"runs/{name}", threads=1,
         data_help="a folder with the four MNIST IDX files, gzipped or not (e.g. ~/data/mnist); "
                   "default: download them (md5-checked) into ~/.cache/tinygan/mnist")
     g = p.add_argument_group("GAN")
@@ -91,10 +79,10 @@ def build_parser(conditional=False, doc=__doc__):
     g.add_argument("--d-hidden", type=widths, default=(512, 256), help="mlp: D's hidden layer widths")
     g.add_argument("--dropout", type=cli.probability, default=DROPOUT[conditional],
                    help="mlp: dropout after D's hidden layers, in [0, 1) (0: none)")
-    g.add_argument("--minibatch-kernels", type=cli.count, default=None, metavar="N",
+    g.add_argument("--minibatch-kernels", type=cli.count, default=0, metavar="N",
                    help="minibatch discrimination (Salimans et al. 2016) before D's output layer, with N "
-                        "kernels: D sees how alike the digits of a batch are (0: none; default: "
-                        f"{per_arch(MINIBATCH_KERNELS, conditional)})")
+                        "kernels: D sees how alike the digits of a batch are (0: none; measured in "
+                        "docs/gan/RESULTS.md: the DCGAN led early with 50 but scored worse at the end)")
     g.add_argument("--filters", type=cli.positive_int, default=32, help="dcgan: filters of the widest layer pair (f, 2f)")
     g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="mlp: batch norm after G's hidden layers (but the first); " + (
@@ -133,15 +121,14 @@ def build(args, conditional=False, train_size=60000, num_fixed=None):
     """The GANTrainer of the flags; ``num_fixed``: the grid's fixed noise (default 64, the cGAN 100)."""
     classes = NUM_CLASSES if conditional else None
     pack = getattr(args, "pack", 1)  # PacGAN: D sees `pack` digits as the channels of one input
-    kernels = MINIBATCH_KERNELS[args.arch, conditional] if args.minibatch_kernels is None else args.minibatch_kernels
     if args.arch == "mlp":
         G = MLPGenerator(args.latent_dim, args.g_hidden, (1, 28, 28), num_classes=classes,
                          batch_norm=args.batch_norm)
         D = MLPDiscriminator((pack, 28, 28), args.d_hidden, num_classes=classes, dropout=args.dropout,
-                             minibatch_kernels=kernels)
+                             minibatch_kernels=args.minibatch_kernels)
     else:
         G = DCGANGenerator(args.latent_dim, args.filters, num_classes=classes)
-        D = DCGANDiscriminator(args.filters, channels=pack, num_classes=classes, minibatch_kernels=kernels)
+        D = DCGANDiscriminator(args.filters, channels=pack, num_classes=classes, minibatch_kernels=args.minibatch_kernels)
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
                       num_fixed=num_fixed or (100 if conditional else 64), ema=args.ema or None, pack=pack,
@@ -204,9 +191,6 @@ def main(argv=None, conditional=False, doc=__doc__):
             return sample_from_run(args, conditional, given)
         args = cli.prepare_run(args, given, example="cgan_mnist" if conditional else "gan_mnist", run_own=RUN_OWN,
                                introduced=INTRODUCED)
-        for name, table in (("epochs", EPOCHS), ("minibatch_kernels", MINIBATCH_KERNELS)):
-            if getattr(args, name) is None:  # a new run without the flag: the architecture's default
-                setattr(args, name, table[args.arch, conditional])
         if not conditional:
             cli.check_pack(args, what="digits")
         cli.use_backend(args.backend, args.device)
