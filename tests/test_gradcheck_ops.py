@@ -284,6 +284,9 @@ ELEMENTWISE = [
     ("relu", F.relu, lambda v: np.maximum(v, 0), "away"),
     ("leaky_relu", F.leaky_relu, lambda v: np.where(v > 0, v, 0.01 * v), "away"),
     ("leaky_relu(0.2)", lambda x: F.leaky_relu(x, 0.2), lambda v: np.where(v > 0, v, 0.2 * v), "away"),
+    # max(x, slope * x) is the forward for slopes up to 1, negative ones included; above 1 it is where()
+    ("leaky_relu(1.5)", lambda x: F.leaky_relu(x, 1.5), lambda v: np.where(v > 0, v, 1.5 * v), "away"),
+    ("leaky_relu(-0.5)", lambda x: F.leaky_relu(x, -0.5), lambda v: np.where(v > 0, v, -0.5 * v), "away"),
     ("elu", F.elu, lambda v: np.where(v > 0, v, np.exp(v) - 1), "away"),
     ("elu(alpha=0.5)", lambda x: F.elu(x, 0.5), lambda v: np.where(v > 0, v, 0.5 * (np.exp(v) - 1)), "away"),
     # alpha > 1: the branches do not meet in a maximum, so the forward takes where() (not the fused kernel)

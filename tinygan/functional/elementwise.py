@@ -93,11 +93,15 @@ def relu(x):
 
 def leaky_relu(x, negative_slope=0.01):
     """x for x > 0, negative_slope * x otherwise. The slope is a Python number: the products stay in
-    x's dtype (an array of slopes made with where(..., 1, slope) would be float64 first)."""
+    x's dtype (an array of slopes made with where(..., 1, slope) would be float64 first).
+    For a slope of at most 1 the forward is max(x, slope * x): two passes over x instead of three
+    (compare, scale, select); the backward's mask is made when it runs, not kept from the forward."""
     xp = _xp(x)
-    positive = x.data > 0
-    out = xp.where(positive, x.data, x.data * negative_slope)
-    return Tensor.from_op(out, (x,), lambda g: (xp.where(positive, g, g * negative_slope),))
+    if negative_slope <= 1:
+        out = xp.maximum(x.data, x.data * negative_slope)
+    else:
+        out = xp.where(x.data > 0, x.data, x.data * negative_slope)
+    return Tensor.from_op(out, (x,), lambda g: (xp.where(x.data > 0, g, g * negative_slope),))
 
 
 def _elu_forward_host(xp, x, alpha, y):
