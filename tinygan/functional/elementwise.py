@@ -95,7 +95,9 @@ def leaky_relu(x, negative_slope=0.01):
     """x for x > 0, negative_slope * x otherwise. The slope is a Python number: the products stay in
     x's dtype (an array of slopes made with where(..., 1, slope) would be float64 first).
     For a slope of at most 1 the forward is max(x, slope * x): two passes over x instead of three
-    (compare, scale, select); the backward's mask is made when it runs, not kept from the forward."""
+    (compare, scale, select); the backward makes its mask when it runs, not kept from the forward.
+    With a backward that is five operations as before (NumPy's maximum runs faster than where);
+    without one (G under no_grad in D's step) one fewer, and no mask held in memory."""
     xp = _xp(x)
     if negative_slope <= 1:
         out = xp.maximum(x.data, x.data * negative_slope)
