@@ -156,14 +156,22 @@ def _adam_step_host(xp, g, b1, c1, b2, c2, step_size, bias2_sqrt, eps, weight_de
     1.3e-5 off), so both forms use the same coefficients."""
     if weight_decay:
         g = g + weight_decay * p
+    # One scratch array for every intermediate, written in place (out=): the same 13 passes and
+    # the same bits as the plain expressions, without their six fresh parameter-sized arrays
+    # (measured on 1.7M parameters, the DCGAN's: 18.5 ms -> 13.3 ms a step on a busy core).
+    t = xp.multiply(g, c1)
     m *= b1
-    m += c1 * g
+    m += t
+    xp.multiply(g, g, out=t)
+    t *= c2
     v *= b2
-    v += c2 * (g * g)
-    denom = xp.sqrt(v)
-    denom /= bias2_sqrt
-    denom += eps
-    p -= step_size * (m / denom)
+    v += t
+    xp.sqrt(v, out=t)
+    t /= bias2_sqrt
+    t += eps
+    xp.divide(m, t, out=t)
+    t *= step_size
+    p -= t
 
 
 # One Adam step of a flat parameter buffer: one kernel on a GPU (CUDA C), 13 array calls on the host.
