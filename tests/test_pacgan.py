@@ -65,6 +65,27 @@ def test_toy_example_with_packing(tmp_path, capsys):
     assert "--batch-size 30 does not divide by --pack 4" in capsys.readouterr().err
 
 
+def test_toy_defaults_per_mixture_and_a_resumed_decay_keeps_its_length(tmp_path):
+    """The grid packs 2 points for 30 epochs by default, the ring trains the plain GAN for 20. A linearly
+    decayed run resumed with only --max-steps keeps its own --epochs (the decay's length), not the default."""
+    import gan_toy2d
+    tiny = ["--train-size", "512", "--batch-size", "64", "--width", "8", "--depth", "1", "--num-samples", "50",
+            "--no-progress"]
+    saved = {}
+    for mixture in ("grid", "ring"):
+        out = tmp_path / mixture
+        gan_toy2d.main(["--mixture", mixture, "--max-steps", "2", "--out", str(out)] + tiny)
+        config = __import__("json").loads((out / "config.json").read_text())
+        saved[mixture] = (config["extra"]["pack"], config["epochs"])
+    assert saved == {"grid": (gan_toy2d.PACK["grid"], gan_toy2d.EPOCHS["grid"]), "ring": (1, 20)}
+    assert gan_toy2d.PACK["grid"] == 2 and gan_toy2d.EPOCHS["grid"] == 30
+    out = tmp_path / "short"
+    gan_toy2d.main(["--mixture", "grid", "--epochs", "3", "--max-steps", "2", "--out", str(out)] + tiny)
+    gan_toy2d.main(["--resume", str(out), "--max-steps", "4", "--no-progress", "--num-samples", "50"])
+    config = __import__("json").loads((out / "config.json").read_text())
+    assert (config["epochs"], config["extra"]["epochs"]) == (3, 3)
+
+
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 def test_mnist_gan_packs_digits_as_the_channels_of_one_input(arch):
     from tinygan.tools import mnist_gan

@@ -79,16 +79,17 @@ threads_count = checked(lambda t: t if t == "auto" else int(t), lambda v: v == "
 
 
 def add_common_args(p, *, epochs, batch_size, lr, out, data_help, out_help=None, batch_size_help=None,
-                    lr_help="Adam learning rate of both networks", ema=None, threads=None):
-    """The flags every example shares. ``out_help`` and ``batch_size_help`` describe a default that is
-    computed (None here), instead of argparse's "(default: None)"."""
+                    lr_help="Adam learning rate of both networks", ema=None, threads=None, epochs_help=None):
+    """The flags every example shares. ``out_help``, ``batch_size_help`` and ``epochs_help`` describe a
+    default that is computed (None here), instead of argparse's "(default: None)"."""
     g = p.add_argument_group("common to every example")
     g.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array backend: numpy (CPU) or cupy (NVIDIA GPU; pip install 'tinygan[cuda12]')")
     g.add_argument("--device", type=count, default=None, metavar="N",
                    help="with --backend cupy: the GPU to use, counted among those CUDA_VISIBLE_DEVICES shows (default 0)")
     g.add_argument("--data", metavar="PATH", default=None, help=data_help)
-    g.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set")
+    g.add_argument("--epochs", type=positive_int, default=epochs,
+                   help="passes over the training set" + (f" (default: {epochs_help})" if epochs_help else ""))
     g.add_argument("--batch-size", type=positive_int, default=batch_size,
                    help="examples per step" + (f" (default: {batch_size_help})" if batch_size_help else ""))
     g.add_argument("--lr", type=positive_float, default=lr, help=lr_help)
@@ -182,11 +183,13 @@ def add_lr_decay_arg(group, default):
     group.add_argument("--lr-decay", choices=("none", "linear"), default=default, help=LR_DECAY_HELP)
 
 
-def add_pack_arg(group, what="samples"):
-    """--pack M: PacGAN's packing (GANTrainer(pack=M)), a run's own setting."""
-    group.add_argument("--pack", type=positive_int, default=1,
+def add_pack_arg(group, what="samples", default=1, default_help=None):
+    """--pack M: PacGAN's packing (GANTrainer(pack=M)), a run's own setting. ``default_help`` describes
+    a default the example computes (``default`` None)."""
+    group.add_argument("--pack", type=positive_int, default=default,
                        help=f"PacGAN (Lin et al. 2018): D judges this many {what} at once, all real or all fake "
-                            "(1: the plain GAN); the batch size must divide by it")
+                            "(1: the plain GAN); the batch size must divide by it"
+                            + (f" (default: {default_help})" if default_help else ""))
 
 
 def check_pack(args, what="samples"):
@@ -259,8 +262,9 @@ def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None
                     print(f"resume: {_flag(name)} {_show(getattr(args, name))} (the run had {_show(value)})",
                           file=sys.stderr)
                 continue
-            if name in HOW_LONG and length_given:
+            if name in HOW_LONG and length_given and name not in run_own:
                 continue  # the command line says how long; a saved --max-steps must not cut it short
+                # (but a linear decay's --epochs is the run's own: it is restored, not defaulted)
             setattr(args, name, value)
         args.out = str(out)
         if args.batch_size is not None:
