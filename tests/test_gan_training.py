@@ -113,8 +113,9 @@ def test_trainer_checks_its_arguments():
         trainer.step((tensor(backend.randn(8, 2)),))
 
 
-@pytest.mark.parametrize("conditional", [False, True], ids=["gan", "cgan"])
-def test_step_stays_on_the_device(conditional):
+@pytest.mark.parametrize("conditional, reuse", [(False, False), (True, False), (False, True)],
+                         ids=["gan", "cgan", "gan-reuse-fakes"])
+def test_step_stays_on_the_device(conditional, reuse):
     """On the strict backend a hidden device-to-host copy raises; none may happen in a step."""
     backend.use("strict")
     backend.seed(0)
@@ -123,7 +124,7 @@ def test_step_stays_on_the_device(conditional):
                              conditional=True, k=2)
         batch = (tensor(backend.randn(8, 1, 28, 28)), labels_of(8))
     else:
-        trainer = GANTrainer(DCGANGenerator(8, filters=2), DCGANDiscriminator(filters=2), k=2)
+        trainer = GANTrainer(DCGANGenerator(8, filters=2), DCGANDiscriminator(filters=2), k=2, reuse_fakes=reuse)
         batch = (tensor(backend.randn(8, 1, 28, 28)),)
     _strict.reset_transfers()
     metrics = trainer.step(batch)
@@ -140,6 +141,51 @@ def test_k_discriminator_steps_per_generator_step():
     trainer.step((tensor(backend.randn(12, 2)),))
     assert trainer.opt_d.state[0]["step"] == 3
     assert trainer.opt_g.state[0]["step"] == 1
+
+
+class Recorder(nn.Module):
+    """Wraps a network and keeps a copy of every input and output, with the grad mode it ran in."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, x, labels=None):
+        from tinygan.tensor import is_grad_enabled
+        out = self.inner(x, labels)
+        self.calls.append((backend.to_host(x.data).copy(), backend.to_host(out.data).copy(), is_grad_enabled()))
+        return out
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_reuse_fakes_trains_g_on_the_last_d_updates_fakes_with_one_g_forward(k):
+    """Algorithm 1 runs G k + 1 times a step (k times without a graph, once for G's update on fresh
+    noise); with reuse_fakes the last D update's forward keeps its graph and G's update reuses its fakes."""
+    for reuse in (False, True):
+        backend.seed(0)
+        trainer = toy_trainer(k=k, reuse_fakes=reuse)
+        trainer.G, trainer.D = Recorder(trainer.G), Recorder(trainer.D)
+        trainer.step((tensor(backend.randn(4 * k, 2)),))
+        g_calls, d_calls = trainer.G.calls, trainer.D.calls
+        assert [grad for _, _, grad in g_calls] == [False] * (k - 1) + [reuse] + ([] if reuse else [True])
+        last_d_update_fakes = g_calls[k - 1][1]
+        g_update_input = d_calls[-1][0]           # what D judged in G's update
+        assert np.array_equal(g_update_input, last_d_update_fakes) == reuse
+        assert len(g_calls) == k + (0 if reuse else 1)
+    # G's gradient is its loss's on those fakes, judged by D after its update: recompute it apart
+    from tinygan.gan import losses
+    backend.seed(3)
+    trainer = toy_trainer(k=k, reuse_fakes=True)
+    g_before = {name: v.copy() for name, v in trainer.G.state_dict().items()}
+    trainer.G = Recorder(trainer.G)
+    trainer.step((tensor(backend.randn(4 * k, 2)),))
+    z = trainer.G.calls[-1][0]
+    G, D = ToyGenerator(2, 16, 2), ToyDiscriminator(16, 2)
+    G.load_state_dict(g_before)
+    D.load_state_dict(trainer.D.state_dict())             # D after its k updates (G's update leaves it)
+    losses.generator_loss(D(G(tensor(backend.to_device(z))))).backward()
+    for (name, p), q in zip(G.named_parameters(), trainer.G.inner.parameters()):
+        np.testing.assert_allclose(backend.to_host(q.grad), backend.to_host(p.grad), rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_minimax_and_nonsaturating_generator_losses_are_logged():

@@ -30,11 +30,11 @@ from ..train.images import save_grid
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
 RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "minibatch_kernels", "batch_norm", "k",
-           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay", "pack")
+           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay", "pack", "reuse_fakes")
 #: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
 EMA_DECAY = 0.999
 #: Flags added after runs were saved without them, and the value those runs trained with.
-INTRODUCED = {"ema": 0.0, "lr_decay": "none", "pack": 1, "minibatch_kernels": 0}
+INTRODUCED = {"ema": 0.0, "lr_decay": "none", "pack": 1, "minibatch_kernels": 0, "reuse_fakes": False}
 NUM_CLASSES = 10
 
 
@@ -90,6 +90,9 @@ def build_parser(conditional=False, doc=__doc__):
                        if conditional else "without it the Frechet distance after 20 epochs was 28, not 14 "
                        "(docs/gan/RESULTS.md)"))
     cli.add_lr_decay_arg(g, default="none")
+    g.add_argument("--reuse-fakes", action="store_true",
+                   help="G's update reuses the fakes of D's last update, as PyTorch's DCGAN example does, "
+                        "instead of fresh noise (Algorithm 1): one forward of G fewer per step")
     if not conditional:  # a conditional D judges each sample against its own label
         cli.add_pack_arg(g, what="digits")
     g.add_argument("--num-samples", type=cli.positive_int, default=10000, help="samples written to samples.npy at the end")
@@ -132,7 +135,8 @@ def build(args, conditional=False, train_size=60000, num_fixed=None):
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
                       num_fixed=num_fixed or (100 if conditional else 64), ema=args.ema or None, pack=pack,
-                      lr_decay_steps=cli.decay_steps(args, train_size, args.k * args.batch_size))
+                      lr_decay_steps=cli.decay_steps(args, train_size, args.k * args.batch_size),
+                      reuse_fakes=args.reuse_fakes)
 
 
 def sample_from_run(args, conditional, given=()):
