@@ -67,7 +67,7 @@ BATCH_SIZE = {"ring": 128, "grid": 256}
 #: modes with 95.0%, 94.8% and 94.6% (docs/gan/RESULTS.md, "The ring's learning rate").
 LR = {"ring": 1e-3, "grid": 5e-4}
 #: Default packing and length per mixture. On the grid, PacGAN2 for 30 epochs captured 24, 23 and 23 of
-#: the 25 modes with 87.7%, 84.7% and 90.1% high-quality samples on seeds 0-2 (237-282 s CPU), where the
+#: the 25 modes with 87.7%, 84.7% and 90.1% high-quality samples on seeds 0-2 (237-288 s CPU), where the
 #: plain GAN for 20 epochs captured 22, 22 and 20 with 83.2%, 85.4% and 83.2% on the same machine
 #: (docs/gan/RESULTS.md, "The grid: PacGAN2 for 30 epochs"). The ring keeps the plain GAN's 8 of 8.
 PACK = {"ring": 1, "grid": 2}
