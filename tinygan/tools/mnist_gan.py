@@ -92,7 +92,8 @@ def build_parser(conditional=False, doc=__doc__):
     cli.add_lr_decay_arg(g, default="none")
     g.add_argument("--reuse-fakes", action="store_true",
                    help="G's update reuses the fakes of D's last update, as PyTorch's DCGAN example does, "
-                        "instead of fresh noise (Algorithm 1): one forward of G fewer per step")
+                        "instead of fresh noise (Algorithm 1): one forward of G fewer, 10%% less time a step "
+                        "(measured in docs/gan/RESULTS.md: ahead early, but the digit shares even out later)")
     if not conditional:  # a conditional D judges each sample against its own label
         cli.add_pack_arg(g, what="digits")
     g.add_argument("--num-samples", type=cli.positive_int, default=10000, help="samples written to samples.npy at the end")
