@@ -262,9 +262,10 @@ def prepare_run(args, given, *, example, run_own, default_out=None, reasons=None
                     print(f"resume: {_flag(name)} {_show(getattr(args, name))} (the run had {_show(value)})",
                           file=sys.stderr)
                 continue
+            # the command line says how long, so a saved --max-steps must not cut it short; but a linear
+            # decay's --epochs is the run's own (the decay's length): it is restored, never defaulted
             if name in HOW_LONG and length_given and name not in run_own:
-                continue  # the command line says how long; a saved --max-steps must not cut it short
-                # (but a linear decay's --epochs is the run's own: it is restored, not defaulted)
+                continue
             setattr(args, name, value)
         args.out = str(out)
         if args.batch_size is not None:
