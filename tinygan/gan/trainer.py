@@ -265,11 +265,9 @@ class GANTrainer:
         """One G update, on fresh noise or on ``fakes`` = (G's output with its graph, their labels)."""
         if fakes is None:
             z, fake_labels = self._shared_noise(m)
-        else:
-            generated, fake_labels = fakes
+            fakes = (self.G(tensor(z), fake_labels), fake_labels)
+        generated, fake_labels = fakes
         with frozen(self.D):  # D's weights are constants here: their gradients are not even computed
-            if fakes is None:
-                generated = self.G(tensor(z), fake_labels)
             logits = self.D(self._packed(generated), fake_labels)
             loss_g = losses.generator_loss(logits, self.loss)
             self.opt_g.zero_grad()
