@@ -72,6 +72,8 @@ LR = {"ring": 1e-3, "grid": 5e-4}
 #: (docs/gan/RESULTS.md, "The grid: PacGAN2 for 30 epochs"). The ring keeps the plain GAN's 8 of 8.
 PACK = {"ring": 1, "grid": 2}
 EPOCHS = {"ring": 20, "grid": 30}
+#: The flags whose default depends on the mixture (None on the command line until main fills it in).
+PER_MIXTURE = {"batch_size": BATCH_SIZE, "lr": LR, "pack": PACK, "epochs": EPOCHS}
 
 
 def build_parser():
@@ -191,14 +193,9 @@ def main(argv=None):
     with cli.friendly_errors(DataError, CheckpointError):
         args = cli.prepare_run(args, given, example=EXAMPLE, default_out=default_out, run_own=RUN_OWN,
                                introduced={"ema": 0.0, "pack": 1})
-        if args.batch_size is None:
-            args.batch_size = BATCH_SIZE[args.mixture]
-        if args.lr is None:
-            args.lr = LR[args.mixture]
-        if args.pack is None:
-            args.pack = PACK[args.mixture]
-        if args.epochs is None:
-            args.epochs = EPOCHS[args.mixture]
+        for name, table in PER_MIXTURE.items():  # a new run's defaults; a resumed run has its own
+            if getattr(args, name) is None:
+                setattr(args, name, table[args.mixture])
         cli.check_pack(args, what="points")
         if args.train_size < args.k * args.batch_size:
             cli.fail(f"--train-size {args.train_size:,} is smaller than one step's batch "
