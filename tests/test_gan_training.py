@@ -10,6 +10,7 @@ from tinygan import _strict, backend, nn, no_grad, tensor
 from tinygan.gan import ConditionalDCGANDiscriminator, ConditionalDCGANGenerator, ConditionalMLPDiscriminator, ConditionalMLPGenerator, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, ToyDiscriminator, ToyGenerator
 from tinygan.train.runlog import read_csv_log
 from tinygan.gan import GANTrainer
+from tinygan.tensor import is_grad_enabled
 from tinygan.train import LoopConfig, TrainingError, fit, grid_hook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +152,6 @@ class Recorder(nn.Module):
         self.inner, self.calls = inner, []
 
     def forward(self, x, labels=None):
-        from tinygan.tensor import is_grad_enabled
         out = self.inner(x, labels)
         self.calls.append((backend.to_host(x.data).copy(), backend.to_host(out.data).copy(), is_grad_enabled()))
         return out

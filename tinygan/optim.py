@@ -158,7 +158,8 @@ def _adam_step_host(xp, g, b1, c1, b2, c2, step_size, bias2_sqrt, eps, weight_de
         g = g + weight_decay * p
     # One scratch array for every intermediate, written in place (out=): the same 13 passes and
     # the same bits as the plain expressions, without their six fresh parameter-sized arrays
-    # (measured on 1.7M parameters, the DCGAN's: 18.5 ms -> 13.3 ms a step on a busy core).
+    # (measured on 1.7M parameters, the DCGAN's: 18.5 ms -> 13.3 ms an Adam step on a busy core;
+    # a whole MLP GAN training step 39.4 -> 36.9 ms on a quiet one).
     t = xp.multiply(g, c1)
     m *= b1
     m += t
