@@ -415,6 +415,33 @@ def test_linear(xshape, bias):
         check(F.linear, x, w)
 
 
+@pytest.mark.parametrize("wants", ["all", "weights only", "input only"])
+@pytest.mark.parametrize("xshape, out_features, bias", [((7, 3), 5, True), ((1, 4), 2, False), ((64, 33), 17, True)],
+                         ids=str)
+def test_linear_as_one_node_gives_the_composite_bits(xshape, out_features, bias, wants):
+    """A 2-D input takes linear's own node; it must give the very bits of matmul(x, W.T) + b, forward
+    and backward, in float32 as training runs, whichever inputs want a gradient (D's first layer: not x)."""
+    r = rng(60)
+    arrays = [r.standard_normal(xshape), r.standard_normal((out_features, xshape[1]))]
+    arrays += [r.standard_normal(out_features)] if bias else []
+    g = backend.to_device(r.standard_normal((xshape[0], out_features)).astype(np.float32))
+    results = []
+    for fused in (True, False):
+        grad = {"all": (True,) * 3, "weights only": (False, True, True), "input only": (True, False, False)}[wants]
+        ts = [tg.Tensor(backend.to_device(a.astype(np.float32)), requires_grad=q) for a, q in zip(arrays, grad)]
+        x, w, b = ts + [None] * (3 - len(ts))
+        out = F.linear(x, w, b) if fused else (lambda o: o if b is None else o + b)(F.matmul(x, F.transpose(w, 0, 1)))
+        one_node = len(out._parents) == len(ts) and all(p is t for p, t in zip(out._parents, ts))
+        assert one_node == fused        # its parents are x, W (and b) themselves, not W.T
+        out.backward(g)
+        results.append([out.numpy()] + [None if t.grad is None else backend.to_host(t.grad) for t in ts])
+    for a, b in zip(*results):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.dtype == b.dtype == np.float32
+            np.testing.assert_array_equal(a, b)
+
+
 # ---- convolutions: plain-loop references -----------------------------------------------
 
 def ref_conv2d(x, w, b, stride, padding):

@@ -147,14 +147,34 @@ def max(x, axis=None, keepdims=False):
 
 @profiled("linear")
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias, weight of shape (out_features, in_features) as in PyTorch."""
+    """x @ weight.T + bias, weight of shape (out_features, in_features) as in PyTorch.
+
+    A 2-D x (a batch of feature rows, every MLP layer) is one node of the graph with its own backward:
+
+        out = x W^T + b,   dx = g W,   dW = (x^T g)^T,   db = sum_rows g
+
+    the same products (and so the same bits) as the composite matmul(x, W.T) + b below, which any
+    other x takes, at a third of the engine's bookkeeping: the toy GAN's small layers pay more for
+    the graph than for their arithmetic.
+    """
     _require(weight.ndim == 2, "linear", f"weight must be 2-D (out, in), got shape {weight.shape}")
     _require(x.ndim >= 1 and x.shape[-1] == weight.shape[1], "linear",
              f"input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
              f"but weight expects {weight.shape[1]} (weight shape {weight.shape})")
-    out = matmul(x, transpose(weight, 0, 1))
     if bias is not None:
         _require(bias.shape == (weight.shape[0],), "linear",
                  f"bias shape {bias.shape} does not match {weight.shape[0]} output features")
-        out = out + bias
-    return out
+    if x.ndim != 2 or not all(isinstance(t, Tensor) for t in (x, weight) + (() if bias is None else (bias,))):
+        out = matmul(x, transpose(weight, 0, 1))
+        return out if bias is None else out + bias
+    _same_backend(x, weight, bias)
+    xd, wd = x.data, weight.data
+    out = _gemm(xd, wd.T)
+    if bias is not None:
+        out += bias.data
+
+    def backward(g):
+        return (_gemm(g, wd) if x.requires_grad else None,
+                _gemm(xd.T, g).T if weight.requires_grad else None,
+                g.sum(axis=0) if bias is not None and bias.requires_grad else None)
+    return Tensor.from_op(out, (x, weight) if bias is None else (x, weight, bias), backward)
