@@ -425,12 +425,16 @@ def test_linear_as_one_node_gives_the_composite_bits(xshape, out_features, bias,
     arrays = [r.standard_normal(xshape), r.standard_normal((out_features, xshape[1]))]
     arrays += [r.standard_normal(out_features)] if bias else []
     g = backend.to_device(r.standard_normal((xshape[0], out_features)).astype(np.float32))
+    grad = {"all": (True,) * 3, "weights only": (False, True, True), "input only": (True, False, False)}[wants]
     results = []
     for fused in (True, False):
-        grad = {"all": (True,) * 3, "weights only": (False, True, True), "input only": (True, False, False)}[wants]
         ts = [tg.Tensor(backend.to_device(a.astype(np.float32)), requires_grad=q) for a, q in zip(arrays, grad)]
         x, w, b = ts + [None] * (3 - len(ts))
-        out = F.linear(x, w, b) if fused else (lambda o: o if b is None else o + b)(F.matmul(x, F.transpose(w, 0, 1)))
+        if fused:
+            out = F.linear(x, w, b)
+        else:
+            out = F.matmul(x, F.transpose(w, 0, 1))
+            out = out if b is None else out + b
         one_node = len(out._parents) == len(ts) and all(p is t for p, t in zip(out._parents, ts))
         assert one_node == fused        # its parents are x, W (and b) themselves, not W.T
         out.backward(g)

@@ -164,10 +164,11 @@ def linear(x, weight, bias=None):
     if bias is not None:
         _require(bias.shape == (weight.shape[0],), "linear",
                  f"bias shape {bias.shape} does not match {weight.shape[0]} output features")
-    if x.ndim != 2 or not all(isinstance(t, Tensor) for t in (x, weight) + (() if bias is None else (bias,))):
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    if x.ndim != 2 or not all(isinstance(t, Tensor) for t in inputs):
         out = matmul(x, transpose(weight, 0, 1))
         return out if bias is None else out + bias
-    _same_backend(x, weight, bias)
+    _same_backend(*inputs)
     xd, wd = x.data, weight.data
     out = _gemm(xd, wd.T)
     if bias is not None:
@@ -177,4 +178,4 @@ def linear(x, weight, bias=None):
         return (_gemm(g, wd) if x.requires_grad else None,
                 _gemm(xd.T, g).T if weight.requires_grad else None,
                 g.sum(axis=0) if bias is not None and bias.requires_grad else None)
-    return Tensor.from_op(out, (x, weight) if bias is None else (x, weight, bias), backward)
+    return Tensor.from_op(out, inputs, backward)
