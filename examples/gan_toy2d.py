@@ -51,7 +51,7 @@ EXAMPLE = "gan_toy2d"
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them. With the
 #: linear lr decay, --epochs sets the length of the decay, so it is the run's own too (cli.prepare_run).
 RUN_OWN = ("mixture", "latent_dim", "width", "depth", "k", "batch_size", "seed", "train_size", "loss",
-           "lr", "beta1", "lr_decay", "ema", "pack")
+           "lr", "beta1", "lr_decay", "ema", "pack", "r1", "r1_every")
 #: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
 EMA_DECAY = 0.999
 #: Half-width of the plotted square, per mixture (the data's extent plus a margin).
@@ -95,6 +95,7 @@ def build_parser():
     cli.add_pack_arg(g, what="points", default=None, default_help=per_mixture(PACK))
     g.add_argument("--train-size", type=cli.positive_int, default=400_000, help="points drawn from the mixture for training (at least one batch)")
     cli.add_lr_decay_arg(g, default="linear")
+    cli.add_r1_arg(g, what="points")
     g.add_argument("--num-samples", type=cli.positive_int, default=2500, help="samples scored at the end and saved to samples.npy")
     return p
 
@@ -114,7 +115,8 @@ def build(args):
     # 2500 fixed noise vectors: the density image needs many points, not a grid of 64
     decay = cli.decay_steps(args, args.train_size, args.k * args.batch_size)
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999), image_range=None,
-                      num_fixed=2500, lr_decay_steps=decay, ema=args.ema or None, pack=args.pack)
+                      num_fixed=2500, lr_decay_steps=decay, ema=args.ema or None, pack=args.pack,
+                      r1=args.r1, r1_every=args.r1_every)
 
 
 def score(samples, mixture):
@@ -192,7 +194,7 @@ def main(argv=None):
 
     with cli.friendly_errors(DataError, CheckpointError):
         args = cli.prepare_run(args, given, example=EXAMPLE, default_out=default_out, run_own=RUN_OWN,
-                               introduced={"ema": 0.0, "pack": 1})
+                               introduced={"ema": 0.0, "pack": 1, "r1": 0.0, "r1_every": 1})
         for name, table in PER_MIXTURE.items():  # a new run's defaults; a resumed run has its own
             if getattr(args, name) is None:
                 setattr(args, name, table[args.mixture])

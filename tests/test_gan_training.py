@@ -243,6 +243,11 @@ def make_mlp(hidden=(16,)):
     return GANTrainer(MLPGenerator(8, hidden), MLPDiscriminator(hidden=(16,)), num_fixed=4)
 
 
+def make_mlp_lazy_r1():
+    # lazy R1 every 3rd D update: a resume must pick the schedule up where it stopped
+    return GANTrainer(MLPGenerator(8, (16,)), MLPDiscriminator(hidden=(16,)), num_fixed=4, r1=1.0, r1_every=3)
+
+
 def run(make, data, out, max_steps=None, resume=False, epochs=3, batch_size=4, **kwargs):
     if not resume:
         backend.seed(0)
@@ -258,7 +263,8 @@ def flat_state(trainer):
     return flatten_state(trainer.state_dict())[0]
 
 
-@pytest.mark.parametrize("make, conditional", [(make_mlp, False), (make_cdcgan, True)], ids=["mlp", "cdcgan"])
+@pytest.mark.parametrize("make, conditional", [(make_mlp, False), (make_cdcgan, True), (make_mlp_lazy_r1, False)],
+                         ids=["mlp", "cdcgan", "mlp-lazy-r1"])
 def test_resume_gives_identical_parameters(tmp_path, make, conditional):
     images, labels = tiny_image_data()
     data = (images, labels) if conditional else (images,)

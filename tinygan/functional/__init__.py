@@ -24,7 +24,7 @@ from .elementwise import (abs, add, clip, compare, div, elu, exp, leaky_relu, lo
 from .shapes import cat, concat, flatten, getitem, linear, matmul, max, mean, permute, reshape, stack, sum, transpose
 from .conv import avg_pool2d, conv2d, conv_transpose2d
 from .winograd import WINOGRAD_RTOL
-from .layers import batch_norm, check_indices, dropout, embedding, one_hot, upsample_nearest
+from .layers import batch_norm, check_indices, dropout, dropout_mask, embedding, one_hot, upsample_nearest
 from .losses import binary_cross_entropy_with_logits, l1_loss, mse_loss
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
     "sum", "mean", "max", "exp", "log", "abs", "sqrt", "clip",
     "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "logsigmoid",
     "linear", "conv2d", "conv_transpose2d", "upsample_nearest", "avg_pool2d",
-    "batch_norm", "dropout", "embedding", "one_hot", "check_indices",
+    "batch_norm", "dropout", "dropout_mask", "embedding", "one_hot", "check_indices",
     "l1_loss", "mse_loss", "binary_cross_entropy_with_logits", "profile", "WINOGRAD_RTOL",
 ]
 

@@ -78,9 +78,15 @@ def dropout(x, p=0.5, training=True):
     _require(0 <= p < 1, "dropout", f"p must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
-    # the mask is drawn on x's device (backend.rand_like), not on the host and copied every forward
-    keep = ((backend.rand_like(x.data) >= p) / (1 - p)).astype(x.dtype)
+    keep = dropout_mask(x.data, p)
     return Tensor.from_op(x.data * keep, (x,), lambda g: (g * keep,))
+
+
+def dropout_mask(a, p):
+    """Inverted dropout's factors for an array like ``a``: 0 with probability p, else 1/(1-p).
+
+    The mask is drawn on a's device (backend.rand_like), not on the host and copied every forward."""
+    return ((backend.rand_like(a) >= p) / (1 - p)).astype(a.dtype)
 
 
 def check_indices(labels, num_classes, what="labels"):

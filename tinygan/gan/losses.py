@@ -19,6 +19,12 @@ BEGAN (Berthelot et al. 2017, arXiv 1703.10717). D is an autoencoder and
     L_D    = L(x) - k_t L(G(z_D))          L_G = L(G(z_G))
     k_t+1  = clip(k_t + lambda_k (gamma L(x) - L(G(z_G))), 0, 1)
     M      = L(x) + |gamma L(x) - L(G(z_G))|
+
+R1 (Mescheder et al. 2018, arXiv 1801.04406, "Which training methods for GANs do actually
+converge?") penalises D's gradient on the data, so that D stays flat where the real samples are
+and the game settles there instead of circling it:
+
+    L_D + (gamma / 2) E_x ||grad_x logit(x)||^2
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from .. import backend
 from .. import functional as F
 
 __all__ = ["discriminator_loss", "generator_loss_saturating", "generator_loss_nonsaturating",
-           "generator_loss", "reconstruction_loss", "began_k_update", "began_convergence"]
+           "generator_loss", "r1_penalty", "reconstruction_loss", "began_k_update", "began_convergence"]
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -55,6 +61,16 @@ def generator_loss(fake_logits, kind="nonsaturating"):
     if kind in ("minimax", "saturating"):
         return generator_loss_saturating(fake_logits)
     raise ValueError(f"unknown generator loss {kind!r}; expected 'nonsaturating' or 'minimax'")
+
+
+def r1_penalty(discriminator, real):
+    """E_x ||grad_x logit(x)||^2 over the real batch, differentiable in D's weights.
+
+    The gradient comes from ``discriminator.input_gradient(x)`` (MLP discriminators build it as a
+    graph of their weights, so no second-order backward is needed); the trainer adds gamma / 2 of it
+    to D's loss."""
+    g = discriminator.input_gradient(real)
+    return (g * g).reshape(g.shape[0], -1).sum(axis=1).mean()
 
 
 def reconstruction_loss(v, reconstruction):

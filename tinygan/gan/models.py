@@ -28,7 +28,7 @@ import math
 from .. import backend
 from .. import functional as F
 from .. import nn
-from ..tensor import Tensor
+from ..tensor import Tensor, no_grad
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator",
            "ConditionalMLPGenerator", "ConditionalMLPDiscriminator",
@@ -178,6 +178,48 @@ class MLPDiscriminator(nn.Module):
             h = F.concat([h, F.leaky_relu(self.fc_label(onehot), self.negative_slope)], axis=1)
         return self.body(h).reshape(n)
 
+    def input_gradient(self, x):
+        """d logit(x_i) / d x_i for each sample, as a graph in D's weights (for R1's penalty).
+
+        The layers are linear maps and LeakyReLUs, whose slope (1 or ``negative_slope``) is constant
+        where it is defined, so the chain rule gives the gradient as a product of weight matrices
+        and constant masks:
+
+            grad_x logit = W_1^T diag(s_1) W_2^T diag(s_2) ... W_L^T,   s_l = slope of layer l at x
+
+        (dropout's kept-and-scaled factors join the masks). A forward without a graph finds the
+        masks; the product, built from the weights as tensors, is differentiable in them, so a
+        loss of it trains D without a second-order backward. Unconditional D without minibatch
+        discrimination only (that layer is not piecewise linear).
+        """
+        if self.num_classes or self.minibatch_kernels:
+            raise ValueError(f"{type(self).__name__}.input_gradient: only for an unconditional D without "
+                             "minibatch discrimination")
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"{type(self).__name__}: expected inputs of shape (N, {', '.join(map(str, self.in_shape))}), "
+                             f"got {x.shape}")
+        n = x.shape[0]
+        a = x.data.reshape(n, -1)
+        weights, masks = [], []  # masks[l]: the factors between the linear maps l and l + 1
+        with no_grad():
+            for mod in [self.fc_in, nn.LeakyReLU(self.negative_slope), *self.body]:
+                if isinstance(mod, nn.Linear):
+                    weights.append(mod.weight)
+                    a = mod(Tensor(a)).data
+                elif isinstance(mod, nn.LeakyReLU):
+                    masks.append((a > 0).astype(a.dtype) * (1 - mod.negative_slope) + mod.negative_slope)
+                    a = a * masks[-1]
+                elif isinstance(mod, nn.Dropout):
+                    if mod.training and mod.p:
+                        keep = F.dropout_mask(a, mod.p)
+                        masks[-1], a = masks[-1] * keep, a * keep
+                else:
+                    raise ValueError(f"{type(self).__name__}.input_gradient: no rule for {type(mod).__name__}")
+        v = weights[-1]                              # (1, width): d logit / d (last hidden layer)
+        for w, mask in zip(weights[-2::-1], masks[::-1]):
+            v = (v * mask) @ w                       # back through one LeakyReLU (and dropout), then one linear map
+        return v.reshape(n, *self.in_shape)
+
 
 class DCGANGenerator(nn.Module):
     """DCGAN generator for 28x28 (Radford et al. 2016, sized down from 64x64), with a fully
@@ -325,3 +367,7 @@ class ToyDiscriminator(MLPDiscriminator):
 
     def forward(self, x, labels=None):
         return super().forward(x * (1.0 / self.scale), labels)
+
+    def input_gradient(self, x):
+        """d logit / d x in the data's units: the layers' gradient times the input's 1 / scale."""
+        return super().input_gradient(x * (1.0 / self.scale)) * (1.0 / self.scale)

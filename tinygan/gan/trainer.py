@@ -99,6 +99,13 @@ class GANTrainer:
         Decay of an exponential moving average of G's parameters (:class:`tinygan.optim.EMA`,
         generator averaging); samples, grids and metrics then come from the averaged G, unless
         ``raw_samples`` is set. None: no average, samples from G as trained.
+    r1 : float
+        gamma of R1's penalty (Mescheder et al. 2018): D's loss gets (gamma / 2) E ||grad_x logit(x)||^2
+        over the real minibatch (as D sees it: packed), which keeps D flat on the data; D must have
+        ``input_gradient`` (the MLP discriminators). 0: none.
+    r1_every : int
+        Lazy R1 (Karras et al. 2020, StyleGAN2): the penalty joins every ``r1_every``-th D update only,
+        weighted by ``r1_every`` to keep its mean strength, so that it costs 1/r1_every of its price.
     reuse_fakes : bool
         False (Algorithm 1): G's update draws fresh noise. True: it reuses the fakes of the
         step's last D update, whose G forward then keeps its graph (as PyTorch's DCGAN example
@@ -114,7 +121,7 @@ class GANTrainer:
 
     def __init__(self, generator, discriminator, loss="nonsaturating", k=1, lr=2e-4, betas=(0.5, 0.999),
                  lr_d=None, conditional=False, num_classes=10, image_range=(-1.0, 1.0), num_fixed=64,
-                 lr_decay_steps=None, ema=None, pack=1, reuse_fakes=False):
+                 lr_decay_steps=None, ema=None, pack=1, reuse_fakes=False, r1=0.0, r1_every=1):
         if loss not in LOSSES:
             raise ValueError(f"unknown generator loss {loss!r}; expected one of {', '.join(LOSSES)}")
         if not isinstance(k, int) or k < 1:
@@ -137,7 +144,15 @@ class GANTrainer:
                              "judges each sample against its own label")
         if image_range is not None and not image_range[0] < image_range[1]:
             raise ValueError(f"image_range must be (low, high) with low < high, or None; got {image_range!r}")
+        if not (isinstance(r1, (int, float)) and r1 >= 0):
+            raise ValueError(f"r1 (gamma of R1's gradient penalty) must be a number >= 0, got {r1!r}")
+        if r1 and not hasattr(discriminator, "input_gradient"):
+            raise ValueError(f"R1's penalty needs the discriminator's input gradient; "
+                             f"{type(discriminator).__name__} has no input_gradient (the MLP discriminators have)")
         self.G, self.D = generator, discriminator
+        if not isinstance(r1_every, int) or isinstance(r1_every, bool) or r1_every < 1:
+            raise ValueError(f"r1_every (D updates between R1's penalties) must be an int >= 1, got {r1_every!r}")
+        self.r1, self.r1_every = float(r1), r1_every
         self.latent_dim = generator.latent_dim
         self.loss, self.k, self.pack, self.reuse_fakes = loss, k, pack, bool(reuse_fakes)
         self.conditional, self.num_classes = conditional, num_classes
@@ -217,7 +232,9 @@ class GANTrainer:
         for i in range(self.k):
             xi = x if self.k == 1 else x[i * m:(i + 1) * m]
             yi = None if labels is None else (labels if self.k == 1 else labels[i * m:(i + 1) * m])
-            values, fakes = self._discriminator_step(xi, yi, m, keep_graph=self.reuse_fakes and i == self.k - 1)
+            penalise = self.r1 and (self.steps * self.k + i) % self.r1_every == 0
+            values, fakes = self._discriminator_step(xi, yi, m, keep_graph=self.reuse_fakes and i == self.k - 1,
+                                                     r1=penalise)
             sums = values if sums is None else [a + b for a, b in zip(sums, values)]
         loss_d, d_real, d_fake = (s / self.k if self.k > 1 else s for s in sums)
         loss_g = self._generator_step(m, fakes)
@@ -227,9 +244,9 @@ class GANTrainer:
             metrics["lr"] = self.opt_g.lr  # a Python float: no transfer
         return metrics
 
-    def _discriminator_step(self, x, labels, m, keep_graph=False):
-        """One D update; returns its metrics and, with ``keep_graph``, the fakes (with G's graph) and
-        their labels for the G update, else None."""
+    def _discriminator_step(self, x, labels, m, keep_graph=False, r1=False):
+        """One D update (with R1's penalty if ``r1``); returns its metrics and, with ``keep_graph``, the
+        fakes (with G's graph) and their labels for the G update, else None."""
         z, fake_labels = self._shared_noise(m)
         if keep_graph:  # reuse_fakes: the G update backpropagates through this forward of G
             generated = self.G(tensor(z), fake_labels)
@@ -251,8 +268,11 @@ class GANTrainer:
             groups = m // self.pack
             real_logits, fake_logits = logits[:groups], logits[groups:]
         loss_d = losses.discriminator_loss(real_logits, fake_logits)
+        objective = loss_d
+        if r1:
+            objective = loss_d + (self.r1 * self.r1_every / 2) * losses.r1_penalty(self.D, self._packed(x))
         self.opt_d.zero_grad()
-        loss_d.backward()
+        objective.backward()
         with no_grad():
             d_real = F.sigmoid(real_logits).data.mean()
             d_fake = F.sigmoid(fake_logits).data.mean()

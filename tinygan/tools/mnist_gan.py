@@ -30,11 +30,13 @@ from ..train.images import save_grid
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
 RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "minibatch_kernels", "batch_norm", "k",
-           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay", "pack", "reuse_fakes")
+           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay", "pack", "reuse_fakes", "r1",
+           "r1_every")
 #: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
 EMA_DECAY = 0.999
 #: Flags added after runs were saved without them, and the value those runs trained with.
-INTRODUCED = {"ema": 0.0, "lr_decay": "none", "pack": 1, "minibatch_kernels": 0, "reuse_fakes": False}
+INTRODUCED = {"ema": 0.0, "lr_decay": "none", "pack": 1, "minibatch_kernels": 0, "reuse_fakes": False, "r1": 0.0,
+              "r1_every": 1}
 NUM_CLASSES = 10
 
 
@@ -96,6 +98,7 @@ def build_parser(conditional=False, doc=__doc__):
                         "(measured in docs/gan/RESULTS.md: ahead early, but the digit shares even out later)")
     if not conditional:  # a conditional D judges each sample against its own label
         cli.add_pack_arg(g, what="digits")
+        cli.add_r1_arg(g, what="digits")
     g.add_argument("--num-samples", type=cli.positive_int, default=10000, help="samples written to samples.npy at the end")
     g.add_argument("--eval-samples", type=eval_count, default=2000,
                    help="samples the MNIST judge scores after each epoch, into metrics.csv (0: off, else at least 2)")
@@ -137,7 +140,8 @@ def build(args, conditional=False, train_size=60000, num_fixed=None):
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
                       num_fixed=num_fixed or (100 if conditional else 64), ema=args.ema or None, pack=pack,
                       lr_decay_steps=cli.decay_steps(args, train_size, args.k * args.batch_size),
-                      reuse_fakes=args.reuse_fakes)
+                      reuse_fakes=args.reuse_fakes, r1=getattr(args, "r1", 0.0),
+                      r1_every=getattr(args, "r1_every", 1))
 
 
 def sample_from_run(args, conditional, given=()):
@@ -198,6 +202,9 @@ def main(argv=None, conditional=False, doc=__doc__):
                                introduced=INTRODUCED)
         if not conditional:
             cli.check_pack(args, what="digits")
+            if args.r1 and args.arch != "mlp":
+                cli.fail(f"--r1 {args.r1:g} needs --arch mlp: R1's penalty uses the MLP D's input gradient, "
+                         "which the DCGAN's D (batch norm, convolutions) does not build")
         cli.use_backend(args.backend, args.device)
         threads = cli.threads_for(args)
         images, labels = load_mnist(args.data, "train", progress=not args.no_progress)

@@ -1,0 +1,178 @@
+"""R1's gradient penalty (Mescheder et al. 2018): D's input gradient built as a graph of its weights.
+
+For an MLP of linear maps and LeakyReLUs, d logit / d x = W_1^T diag(s_1) ... W_L^T with s_l the
+slopes (1 or the negative slope) at x. ``input_gradient`` builds that product from the weights, so
+R1's penalty E ||d logit / d x||^2 is a loss whose gradient in the weights the ordinary backward gives.
+"""
+import numpy as np
+import pytest
+
+from tinygan import backend, gradcheck_directional, tensor
+from tinygan import _strict
+from tinygan.gan import (DCGANDiscriminator, GANTrainer, MLPDiscriminator, ToyDiscriminator, ToyGenerator,
+                         ConditionalMLPDiscriminator, losses)
+from tinygan.tensor import Tensor
+
+
+def double(module):
+    """The module in float64, for finite differences."""
+    for p in module.parameters():
+        p.data = p.data.astype(np.float64)
+    return module
+
+
+def points(shape, seed=0):
+    return Tensor(backend.to_device(np.random.default_rng(seed).standard_normal(shape)), requires_grad=True)
+
+
+CASES = [  # (discriminator, input shape): odd widths, several depths, packing, a scale, image inputs
+    (lambda: ToyDiscriminator(width=7, depth=1), (5, 2)),
+    (lambda: ToyDiscriminator(width=9, depth=3, scale=4.0, pack=2), (3, 4)),
+    (lambda: MLPDiscriminator((1, 3, 5), (6, 5, 3)), (4, 1, 3, 5)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_input_gradient_is_the_backward_of_the_logit(case):
+    make, shape = CASES[case]
+    D = double(make())
+    x = points(shape, seed=case)
+    D(x).sum().backward()            # the engine's d logit_i / d x_i (samples are independent)
+    g = D.input_gradient(x)
+    assert g.shape == x.shape
+    np.testing.assert_allclose(backend.to_host(g.data), backend.to_host(x.grad), rtol=1e-12, atol=1e-14)
+
+
+def test_input_gradient_by_hand_for_one_hidden_layer():
+    D = double(MLPDiscriminator((2,), (3,), negative_slope=0.2))
+    w1 = np.array([[1.0, -2.0], [0.5, 0.5], [-1.0, 0.0]])
+    b1 = np.array([0.0, -1.0, 0.0])
+    w2 = np.array([[2.0, -1.0, 3.0]])
+    for p, v in zip((D.fc_in.weight, D.fc_in.bias, D.body[0].weight), (w1, b1, w2)):
+        p.data = backend.to_device(v)
+    x = Tensor(backend.to_device(np.array([[1.0, 0.25]])))
+    # pre-activations: [0.5, -0.375, -1]; slopes [1, 0.2, 0.2]
+    # gradient = w1^T (s * w2) = w1^T [2, -0.2, 0.6] = [2 - 0.1 - 0.6, -4 - 0.1 + 0] = [1.3, -4.1]
+    g = backend.to_host(D.input_gradient(x).data)
+    np.testing.assert_allclose(g, [[1.3, -4.1]], rtol=1e-12)
+    assert backend.to_host(losses.r1_penalty(D, x).data) == pytest.approx(1.3 ** 2 + 4.1 ** 2, rel=1e-12)
+
+
+def test_input_gradient_with_dropout_uses_the_forwards_masks_for_the_same_seed():
+    D = double(MLPDiscriminator((6,), (8, 5), dropout=0.4))
+    x = points((7, 6))
+    backend.seed(11)
+    D(x).sum().backward()
+    backend.seed(11)                 # the same draws: the masks of that forward
+    g = D.input_gradient(x)
+    np.testing.assert_allclose(backend.to_host(g.data), backend.to_host(x.grad), rtol=1e-12, atol=1e-14)
+    D.eval()                          # no dropout: the gradient of the deterministic D
+    x.grad = None
+    D(x).sum().backward()
+    np.testing.assert_allclose(backend.to_host(D.input_gradient(x).data), backend.to_host(x.grad), rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_r1_penalty_against_finite_differences_in_the_weights(case):
+    make, shape = CASES[case]
+    D = double(make())
+    x = points(shape, seed=10 + case)
+    assert gradcheck_directional(lambda: losses.r1_penalty(D, x), D.parameters(), n_directions=4)
+
+
+def test_penalty_needs_a_piecewise_linear_d():
+    for D in (ConditionalMLPDiscriminator((4,), (6,)), MLPDiscriminator((4,), (6,), minibatch_kernels=2)):
+        with pytest.raises(ValueError, match="unconditional D without minibatch discrimination"):
+            D.input_gradient(points((3, 4)))
+    with pytest.raises(ValueError, match="expected inputs of shape"):
+        MLPDiscriminator((4,), (6,)).input_gradient(points((3, 5)))
+    G = ToyGenerator(2, 4, 1)
+    with pytest.raises(ValueError, match="has no input_gradient"):
+        GANTrainer(G, DCGANDiscriminator(4), r1=1.0)
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        GANTrainer(G, ToyDiscriminator(4, 1), r1=-1.0)
+
+
+def _toy_trainer(r1, seed=0, every=1, k=1):
+    backend.seed(seed)
+    return GANTrainer(ToyGenerator(2, 8, 2), ToyDiscriminator(8, 2, scale=2.0, pack=2), pack=2, r1=r1,
+                      r1_every=every, k=k, num_fixed=4, lr=1e-3)
+
+
+@pytest.mark.parametrize("k, every, expected", [(1, 1, 7), (1, 3, 3), (2, 3, 5)])
+def test_lazy_r1_penalises_every_nth_d_update(monkeypatch, k, every, expected):
+    """Over 7 steps of k D updates, the penalty joins the updates 0, every, 2 every, ... (lazy R1)."""
+    calls = []
+    real_penalty = losses.r1_penalty
+    monkeypatch.setattr(losses, "r1_penalty", lambda D, x: calls.append(1) or real_penalty(D, x))
+    trainer = _toy_trainer(1.0, every=every, k=k)
+    x = tensor(backend.to_device(np.random.default_rng(3).standard_normal((4 * k, 2)).astype(np.float32)))
+    for _ in range(7):
+        trainer.step((x,))
+    assert len(calls) == expected
+    with pytest.raises(ValueError, match="r1_every"):
+        _toy_trainer(1.0, every=0)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_trainer_adds_half_gamma_times_the_penalty_to_ds_loss(every):
+    """D's gradient with R1 = its gradient without + gamma/2 (times r1_every, lazy R1) times the
+    penalty's, on the real (packed) batch."""
+    x = tensor(backend.to_device(np.random.default_rng(1).standard_normal((8, 2))))
+    grads = []
+    for r1 in (4.0, 0.0):
+        trainer = _toy_trainer(r1, every=every)
+        double(trainer.D), double(trainer.G)
+        backend.seed(7)  # the same fakes in both updates (float32 noise: float32 rounding apart)
+        trainer._discriminator_step(x, None, 8, r1=bool(r1))
+        grads.append([backend.to_host(p.grad) for p in trainer.D.parameters()])
+    D = double(_toy_trainer(0.0).D)  # the weights both updates started from
+    losses.r1_penalty(D, x.reshape(4, 4)).backward()
+    # the biases move the masks only, which are constant almost everywhere: no gradient from the penalty
+    penalty_grads = [np.zeros(p.shape) if p.grad is None else backend.to_host(p.grad) for p in D.parameters()]
+    assert [p.grad is None for p in D.parameters()] == ["bias" in name for name, _ in D.named_parameters()]
+    for with_r1, plain, pg in zip(*grads, penalty_grads):
+        np.testing.assert_allclose(with_r1, plain + 2.0 * every * pg, rtol=1e-5, atol=1e-8)
+    assert max(np.abs(pg).max() for pg in penalty_grads) > 1e-3
+
+
+@pytest.mark.backend_agnostic  # compares a strict run with a NumPy one, switching backends itself
+def test_steps_with_r1_make_no_host_transfer_and_match_numpy():
+    x = np.random.default_rng(2).standard_normal((8, 2)).astype(np.float32)
+    ref = _toy_trainer(r1=2.0, seed=5)
+    ref_metrics = [ref.step((tensor(x),)) for _ in range(3)]
+    backend.use("strict")
+    try:
+        tr = _toy_trainer(r1=2.0, seed=5)
+        batch = (tensor(backend.to_device(x)),)
+        _strict.reset_transfers()
+        metrics = [tr.step(batch) for _ in range(3)]
+        assert _strict.transfers == 0, "a step with R1 copied something to the host"
+        for m, r in zip(metrics, ref_metrics):
+            assert backend.to_host(m["loss_d"]) == pytest.approx(float(r["loss_d"]), rel=1e-5)
+        for p, q in zip(tr.D.parameters(), ref.D.parameters()):
+            np.testing.assert_allclose(backend.to_host(p.data), q.data, rtol=1e-5, atol=1e-6)
+    finally:
+        backend.use("numpy")
+
+
+def test_the_examples_take_r1_and_refuse_it_where_d_cannot_give_its_input_gradient(tmp_path, capsys):
+    import json
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import gan_toy2d
+    from tinygan.tools import mnist_gan
+    out = tmp_path / "toy"
+    gan_toy2d.main(["--mixture", "ring", "--epochs", "1", "--train-size", "512", "--batch-size", "64", "--r1", "10",
+                    "--r1-every", "4", "--width", "8", "--depth", "1", "--num-samples", "50", "--out", str(out),
+                    "--no-progress"])
+    extra = json.loads((out / "config.json").read_text())["extra"]
+    assert (extra["r1"], extra["r1_every"]) == (10.0, 4)
+    args = mnist_gan.build_parser().parse_args(["--r1", "2", "--r1-every", "3", "--g-hidden", "8", "--d-hidden", "8"])
+    trainer = mnist_gan.build(args)
+    assert (trainer.r1, trainer.r1_every) == (2.0, 3)
+    with pytest.raises(SystemExit):
+        mnist_gan.main(["--arch", "dcgan", "--r1", "1", "--out", str(tmp_path / "dcgan"), "--no-progress"])
+    assert "--r1 1 needs --arch mlp" in capsys.readouterr().err
+    assert "--r1" not in mnist_gan.build_parser(conditional=True).format_help()
