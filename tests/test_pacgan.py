@@ -66,8 +66,9 @@ def test_toy_example_with_packing(tmp_path, capsys):
 
 
 def test_toy_defaults_per_mixture_and_a_resumed_decay_keeps_its_length(tmp_path):
-    """The grid packs 2 points for 30 epochs by default, the ring trains the plain GAN for 20. A linearly
-    decayed run resumed with only --max-steps keeps its own --epochs (the decay's length), not the default."""
+    """The grid trains 15 epochs of batch 128 with R1 (gamma 10) and a ReLU G by default, the ring the plain
+    GAN for 20 with LeakyReLUs; neither packs. A linearly decayed run resumed with only --max-steps keeps its
+    own --epochs (the decay's length), not the default."""
     import gan_toy2d
     tiny = ["--train-size", "512", "--batch-size", "64", "--width", "8", "--depth", "1", "--num-samples", "50",
             "--no-progress"]
@@ -76,9 +77,9 @@ def test_toy_defaults_per_mixture_and_a_resumed_decay_keeps_its_length(tmp_path)
         out = tmp_path / mixture
         gan_toy2d.main(["--mixture", mixture, "--max-steps", "2", "--out", str(out)] + tiny)
         config = __import__("json").loads((out / "config.json").read_text())
-        saved[mixture] = (config["extra"]["pack"], config["epochs"])
-    assert saved == {"grid": (gan_toy2d.PACK["grid"], gan_toy2d.EPOCHS["grid"]), "ring": (1, 20)}
-    assert gan_toy2d.PACK["grid"] == 2 and gan_toy2d.EPOCHS["grid"] == 30
+        extra = config["extra"]
+        saved[mixture] = (extra["pack"], config["epochs"], extra["r1"], extra["r1_every"], extra["g_slope"])
+    assert saved == {"grid": (1, 15, 10.0, 4, 0.0), "ring": (1, 20, 0.0, 4, 0.2)}
     out = tmp_path / "short"
     gan_toy2d.main(["--mixture", "grid", "--epochs", "3", "--max-steps", "2", "--out", str(out)] + tiny)
     gan_toy2d.main(["--resume", str(out), "--max-steps", "4", "--no-progress", "--num-samples", "50"])

@@ -335,15 +335,18 @@ class ConditionalDCGANDiscriminator(DCGANDiscriminator):
 
 
 class ToyGenerator(MLPGenerator):
-    """z (latent_dim) -> ``depth`` hidden layers of ``width`` units, LeakyReLU(0.2) -> a 2-D point.
+    """z (latent_dim) -> ``depth`` hidden layers of ``width`` units, LeakyReLU(negative_slope) -> a 2-D point.
 
     ``scale`` (a constant, not trained) multiplies the output: the layers work
     in units where the data spans about [-1, 1] (the grid's means reach +-4),
     as default initialisations assume, while G's samples are in the data's own units.
+    ``negative_slope`` 0 makes the hidden units ReLUs, which can switch off entirely: a G of a
+    2-d z then draws far fewer points on the way between two modes (docs/gan/RESULTS.md).
     """
 
-    def __init__(self, latent_dim=2, width=128, depth=3, scale=1.0, batch_norm=False):
-        super().__init__(latent_dim, (width,) * depth, out_shape=(2,), output=None, batch_norm=batch_norm)
+    def __init__(self, latent_dim=2, width=128, depth=3, scale=1.0, batch_norm=False, negative_slope=0.2):
+        super().__init__(latent_dim, (width,) * depth, out_shape=(2,), output=None, batch_norm=batch_norm,
+                         negative_slope=negative_slope)
         if not scale > 0:
             raise ValueError(f"ToyGenerator: scale must be positive, got {scale!r}")
         self.scale = float(scale)

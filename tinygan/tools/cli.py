@@ -192,15 +192,16 @@ def add_pack_arg(group, what="samples", default=1, default_help=None):
                             + (f" (default: {default_help})" if default_help else ""))
 
 
-def add_r1_arg(group, what="samples", default=0.0, every=1, measured=""):
-    """--r1 GAMMA, --r1-every N: R1's gradient penalty on D (GANTrainer(r1=GAMMA, r1_every=N)), a run's own settings."""
+def add_r1_arg(group, what="samples", default=0.0, default_help=None):
+    """--r1 GAMMA, --r1-every N: R1's gradient penalty on D (GANTrainer(r1=GAMMA, r1_every=N)), a run's own
+    settings. ``default_help`` describes a default the example computes (``default`` None)."""
     group.add_argument("--r1", type=nonnegative_float, default=default, metavar="GAMMA",
                        help=f"R1 gradient penalty (Mescheder et al. 2018): D's loss gets GAMMA/2 times the mean squared "
                             f"norm of its gradient at the real {what}, which keeps D flat on the data (0: none; "
-                            f"needs an MLP D){measured}")
-    group.add_argument("--r1-every", type=positive_int, default=every, metavar="N",
+                            f"needs an MLP D)" + (f" (default: {default_help})" if default_help else ""))
+    group.add_argument("--r1-every", type=positive_int, default=4, metavar="N",
                        help="lazy R1 (StyleGAN2): the penalty, weighted by N, joins every N-th D update only, "
-                            "at 1/N of its cost")
+                            "at about 1/N of its cost")
 
 
 def check_pack(args, what="samples"):
