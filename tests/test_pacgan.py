@@ -66,8 +66,8 @@ def test_toy_example_with_packing(tmp_path, capsys):
 
 
 def test_toy_defaults_per_mixture_and_a_resumed_decay_keeps_its_length(tmp_path):
-    """The grid trains 15 epochs of batch 128 with R1 (gamma 10) and a ReLU G by default, the ring the plain
-    GAN for 20 with LeakyReLUs; neither packs. A linearly decayed run resumed with only --max-steps keeps its
+    """The grid trains 15 epochs by default, the ring 20; both with R1 (gamma 10, every 4th D update) and
+    a ReLU G, neither packs. A linearly decayed run resumed with only --max-steps keeps its
     own --epochs (the decay's length), not the default."""
     import gan_toy2d
     tiny = ["--train-size", "512", "--batch-size", "64", "--width", "8", "--depth", "1", "--num-samples", "50",
@@ -79,7 +79,7 @@ def test_toy_defaults_per_mixture_and_a_resumed_decay_keeps_its_length(tmp_path)
         config = __import__("json").loads((out / "config.json").read_text())
         extra = config["extra"]
         saved[mixture] = (extra["pack"], config["epochs"], extra["r1"], extra["r1_every"], extra["g_slope"])
-    assert saved == {"grid": (1, 15, 10.0, 4, 0.0), "ring": (1, 20, 0.0, 4, 0.2)}
+    assert saved == {"grid": (1, 15, 10.0, 4, 0.0), "ring": (1, 20, 10.0, 4, 0.0)}
     out = tmp_path / "short"
     gan_toy2d.main(["--mixture", "grid", "--epochs", "3", "--max-steps", "2", "--out", str(out)] + tiny)
     gan_toy2d.main(["--resume", str(out), "--max-steps", "4", "--no-progress", "--num-samples", "50"])
