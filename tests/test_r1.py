@@ -1,13 +1,14 @@
 """R1's gradient penalty (Mescheder et al. 2018): D's input gradient built as a graph of its weights.
 
-For an MLP of linear maps and LeakyReLUs, d logit / d x = W_1^T diag(s_1) ... W_L^T with s_l the
-slopes (1 or the negative slope) at x. ``input_gradient`` builds that product from the weights, so
-R1's penalty E ||d logit / d x||^2 is a loss whose gradient in the weights the ordinary backward gives.
+For a network of linear maps, convolutions and LeakyReLUs, d logit / d x = W_1^T diag(s_1) ... W_L^T
+with s_l the slopes (1 or the negative slope) at x, and a convolution's W^T its transposed
+convolution. ``nn.input_gradient`` builds that product from the weights, so R1's penalty
+E ||d logit / d x||^2 is a loss whose gradient in the weights the ordinary backward gives.
 """
 import numpy as np
 import pytest
 
-from tinygan import backend, gradcheck_directional, tensor
+from tinygan import backend, gradcheck_directional, nn, tensor
 from tinygan import _strict
 from tinygan.gan import (DCGANDiscriminator, GANTrainer, MLPDiscriminator, ToyDiscriminator, ToyGenerator,
                          ConditionalMLPDiscriminator, losses)
@@ -15,9 +16,13 @@ from tinygan.tensor import Tensor
 
 
 def double(module):
-    """The module in float64, for finite differences."""
+    """The module in float64 (parameters and batch-norm statistics), for finite differences."""
     for p in module.parameters():
         p.data = p.data.astype(np.float64)
+    for mod in module.modules():
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            mod.running_mean = mod.running_mean.astype(np.float64)
+            mod.running_var = mod.running_var.astype(np.float64)
     return module
 
 
@@ -25,11 +30,74 @@ def points(shape, seed=0):
     return Tensor(backend.to_device(np.random.default_rng(seed).standard_normal(shape)), requires_grad=True)
 
 
-CASES = [  # (discriminator, input shape): odd widths, several depths, packing, a scale, image inputs
+def evaluating_with_batch_statistics(D, x):
+    """D in evaluation mode with every batch norm's running statistics set to the batch's own at x:
+    the function whose plain input gradient is what ``input_gradient`` gives in training mode."""
+    D.eval()
+    a = x.data
+    for mod in D.net:  # the DCGAN D's layers in turn; each batch norm then normalises by the batch's statistics
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean, mod.running_var = a.mean(axis=(0, 2, 3)), a.var(axis=(0, 2, 3))
+        a = mod(Tensor(a)).data
+    return D
+
+
+CASES = [  # (discriminator, input shape): odd widths, several depths, packing, a scale, image inputs, convolutions
     (lambda: ToyDiscriminator(width=7, depth=1), (5, 2)),
     (lambda: ToyDiscriminator(width=9, depth=3, scale=4.0, pack=2), (3, 4)),
     (lambda: MLPDiscriminator((1, 3, 5), (6, 5, 3)), (4, 1, 3, 5)),
+    (lambda: DCGANDiscriminator(3, batch_norm=False), (3, 1, 28, 28)),
+    (lambda: DCGANDiscriminator(2, channels=2, hidden=5).eval(), (2, 2, 28, 28)),  # batch norm, running statistics
 ]
+
+STACKS = [  # (layers, input shape): odd sizes, strides and paddings whose transposed conv needs output_padding
+    (lambda: [nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.LeakyReLU(0.1), nn.Flatten(), nn.Linear(3 * 4 * 5, 1)],
+     (3, 2, 7, 9)),
+    (lambda: [nn.Conv2d(1, 4, (3, 2), stride=(1, 2), padding=(0, 1)), nn.BatchNorm2d(4), nn.ReLU(),
+              nn.Conv2d(4, 2, 2, stride=2), nn.LeakyReLU(0.3), nn.Flatten(), nn.Linear(2 * 2 * 3, 3),
+              nn.BatchNorm1d(3), nn.LeakyReLU(0.2), nn.Identity(), nn.Linear(3, 1)], (5, 1, 6, 10)),
+    (lambda: [nn.Linear(4, 1)], (3, 4)),  # no slope at all: the same weight row for every sample
+]
+
+
+@pytest.mark.parametrize("case", range(len(STACKS)))
+def test_nn_input_gradient_of_layer_stacks_is_the_backward_of_their_output(case):
+    make, shape = STACKS[case]
+    net = double(nn.Sequential(*make()))
+    rng = np.random.default_rng(case)
+    for mod in net.modules():  # batch norm with statistics and an affine map that are not the identity
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            c = mod.num_features
+            dev = backend.to_device
+            mod.running_mean, mod.running_var = dev(rng.standard_normal(c)), dev(rng.uniform(0.5, 2.0, c))
+            mod.weight.data, mod.bias.data = dev(rng.uniform(0.5, 1.5, c)), dev(rng.standard_normal(c))
+    net.eval()
+    x = points(shape, seed=case)
+    net(x).sum().backward()
+    g = nn.input_gradient(list(net), x)
+    assert g.shape == x.shape
+    np.testing.assert_allclose(backend.to_host(g.data), backend.to_host(x.grad), rtol=1e-10, atol=1e-14)
+    assert np.abs(backend.to_host(x.grad)).max() > 1e-3
+
+
+def test_input_gradient_holds_training_batch_norms_statistics_fixed_and_leaves_them_alone():
+    D = double(DCGANDiscriminator(2, hidden=5))
+    x = points((4, 1, 28, 28), seed=3)
+    before = [D.net[3].running_mean.copy(), D.net[3].running_var.copy()]
+    g = backend.to_host(D.input_gradient(x).data)        # training mode: the batch's statistics
+    np.testing.assert_array_equal(D.net[3].running_mean, before[0])   # no update of the running ones
+    np.testing.assert_array_equal(D.net[3].running_var, before[1])
+    evaluating_with_batch_statistics(D, x)(x).sum().backward()
+    np.testing.assert_allclose(g, backend.to_host(x.grad), rtol=1e-10, atol=1e-16)
+    assert np.abs(g).max() > 0
+
+
+def test_nn_input_gradient_names_what_it_cannot_take():
+    with pytest.raises(ValueError, match="owner: no rule for MinibatchDiscrimination"):
+        nn.input_gradient([nn.Linear(3, 4), nn.MinibatchDiscrimination(4, 2), nn.Linear(6, 1)], points((2, 3)),
+                          owner="owner")
+    with pytest.raises(ValueError, match="must end in a Linear layer with one output"):
+        nn.input_gradient([nn.Linear(3, 2)], points((2, 3)))
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
@@ -86,9 +154,14 @@ def test_penalty_needs_a_piecewise_linear_d():
             D.input_gradient(points((3, 4)))
     with pytest.raises(ValueError, match="expected inputs of shape"):
         MLPDiscriminator((4,), (6,)).input_gradient(points((3, 5)))
+    for D in (DCGANDiscriminator(2, num_classes=3), DCGANDiscriminator(2, minibatch_kernels=2)):
+        with pytest.raises(ValueError, match="unconditional D without minibatch discrimination"):
+            D.input_gradient(points((3, 1, 28, 28)))
     G = ToyGenerator(2, 4, 1)
     with pytest.raises(ValueError, match="has no input_gradient"):
-        GANTrainer(G, DCGANDiscriminator(4), r1=1.0)
+        GANTrainer(G, nn.Sequential(nn.Linear(2, 1)), r1=1.0)
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        GANTrainer(G, ToyDiscriminator(4, 1), r1=True)
     with pytest.raises(ValueError, match="must be a number >= 0"):
         GANTrainer(G, ToyDiscriminator(4, 1), r1=-1.0)
 
@@ -156,6 +229,27 @@ def test_steps_with_r1_make_no_host_transfer_and_match_numpy():
         backend.use("numpy")
 
 
+@pytest.mark.backend_agnostic  # switches to the strict backend itself
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_dcgan_steps_with_r1_make_no_host_transfer(batch_norm):
+    from tinygan.gan import DCGANGenerator
+    backend.use("strict")
+    try:
+        backend.seed(4)
+        trainer = GANTrainer(DCGANGenerator(8, 2, hidden=6), DCGANDiscriminator(2, hidden=5, batch_norm=batch_norm),
+                             r1=1.0, r1_every=2, num_fixed=4)
+        x = np.random.default_rng(0).uniform(-1, 1, (4, 1, 28, 28)).astype(np.float32)
+        batch = (tensor(backend.to_device(x)),)
+        before = [backend.to_host(p.data).copy() for p in trainer.D.parameters()]
+        _strict.reset_transfers()
+        for _ in range(2):      # one step with the penalty, one without
+            trainer.step(batch)
+        assert _strict.transfers == 0, "a DCGAN step with R1 copied something to the host"
+        assert any(not np.array_equal(b, backend.to_host(p.data)) for b, p in zip(before, trainer.D.parameters()))
+    finally:
+        backend.use("numpy")
+
+
 def test_the_examples_take_r1_and_refuse_it_where_d_cannot_give_its_input_gradient(tmp_path, capsys):
     import json
     import sys
@@ -172,7 +266,11 @@ def test_the_examples_take_r1_and_refuse_it_where_d_cannot_give_its_input_gradie
     args = mnist_gan.build_parser().parse_args(["--r1", "2", "--r1-every", "3", "--g-hidden", "8", "--d-hidden", "8"])
     trainer = mnist_gan.build(args)
     assert (trainer.r1, trainer.r1_every) == (2.0, 3)
+    args = mnist_gan.build_parser().parse_args(["--arch", "dcgan", "--filters", "2", "--r1", "1", "--no-d-batch-norm"])
+    trainer = mnist_gan.build(args)
+    assert trainer.r1 == 1.0 and not any(isinstance(m, nn.BatchNorm2d) for m in trainer.D.modules())
     with pytest.raises(SystemExit):
-        mnist_gan.main(["--arch", "dcgan", "--r1", "1", "--out", str(tmp_path / "dcgan"), "--no-progress"])
-    assert "--r1 1 needs --arch mlp" in capsys.readouterr().err
+        mnist_gan.main(["--arch", "dcgan", "--r1", "1", "--minibatch-kernels", "4", "--out", str(tmp_path / "dcgan"),
+                        "--no-progress"])
+    assert "--r1 1 does not go with --minibatch-kernels 4" in capsys.readouterr().err
     assert "--r1" not in mnist_gan.build_parser(conditional=True).format_help()

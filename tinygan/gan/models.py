@@ -28,7 +28,7 @@ import math
 from .. import backend
 from .. import functional as F
 from .. import nn
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator",
            "ConditionalMLPGenerator", "ConditionalMLPDiscriminator",
@@ -179,19 +179,10 @@ class MLPDiscriminator(nn.Module):
         return self.body(h).reshape(n)
 
     def input_gradient(self, x):
-        """d logit(x_i) / d x_i for each sample, as a graph in D's weights (for R1's penalty).
-
-        The layers are linear maps and LeakyReLUs, whose slope (1 or ``negative_slope``) is constant
-        where it is defined, so the chain rule gives the gradient as a product of weight matrices
-        and constant masks:
-
-            grad_x logit = W_1^T diag(s_1) W_2^T diag(s_2) ... W_L^T,   s_l = slope of layer l at x
-
-        (dropout's kept-and-scaled factors join the masks). A forward without a graph finds the
-        masks; the product, built from the weights as tensors, is differentiable in them, so a
-        loss of it trains D without a second-order backward. Unconditional D without minibatch
-        discrimination only (that layer is not piecewise linear).
-        """
+        """d logit(x_i) / d x_i for each sample, as a graph in D's weights (for R1's penalty): the
+        product of D's weight matrices and its LeakyReLU slopes (and dropout masks) at x, from
+        :func:`nn.input_gradient`, so no second-order backward is needed. Unconditional D without
+        minibatch discrimination only (that layer is not piecewise linear)."""
         if self.num_classes or self.minibatch_kernels:
             raise ValueError(f"{type(self).__name__}.input_gradient: only for an unconditional D without "
                              "minibatch discrimination")
@@ -199,26 +190,9 @@ class MLPDiscriminator(nn.Module):
             raise ValueError(f"{type(self).__name__}: expected inputs of shape (N, {', '.join(map(str, self.in_shape))}), "
                              f"got {x.shape}")
         n = x.shape[0]
-        a = x.data.reshape(n, -1)
-        weights, masks = [], []  # masks[l]: the factors between the linear maps l and l + 1
-        with no_grad():
-            for mod in [self.fc_in, nn.LeakyReLU(self.negative_slope), *self.body]:
-                if isinstance(mod, nn.Linear):
-                    weights.append(mod.weight)
-                    a = mod(Tensor(a)).data
-                elif isinstance(mod, nn.LeakyReLU):
-                    masks.append((a > 0).astype(a.dtype) * (1 - mod.negative_slope) + mod.negative_slope)
-                    a = a * masks[-1]
-                elif isinstance(mod, nn.Dropout):
-                    if mod.training and mod.p:
-                        keep = F.dropout_mask(a, mod.p)
-                        masks[-1], a = masks[-1] * keep, a * keep
-                else:
-                    raise ValueError(f"{type(self).__name__}.input_gradient: no rule for {type(mod).__name__}")
-        v = weights[-1]                              # (1, width): d logit / d (last hidden layer)
-        for w, mask in zip(weights[-2::-1], masks[::-1]):
-            v = (v * mask) @ w                       # back through one LeakyReLU (and dropout), then one linear map
-        return v.reshape(n, *self.in_shape)
+        layers = [self.fc_in, nn.LeakyReLU(self.negative_slope), *self.body]  # forward's own order
+        grad = nn.input_gradient(layers, x.data.reshape(n, -1), owner=f"{type(self).__name__}.input_gradient")
+        return grad.reshape(n, *self.in_shape)
 
 
 class DCGANGenerator(nn.Module):
@@ -272,21 +246,24 @@ class DCGANDiscriminator(nn.Module):
     Conditional: ``num_classes`` constant planes holding onehot(y) are joined to
     the image, so every filter of the first layer sees the label. ``minibatch_kernels`` > 0
     puts :class:`nn.MinibatchDiscrimination` between the hidden layer and the logit.
+    ``batch_norm=False`` drops the batch norm (the second conv gets a bias instead), as D's of
+    R1's paper (Mescheder et al. 2018) have none.
     """
 
-    def __init__(self, filters=32, channels=1, num_classes=None, hidden=None, minibatch_kernels=0):
+    def __init__(self, filters=32, channels=1, num_classes=None, hidden=None, minibatch_kernels=0, batch_norm=True):
         super().__init__()
         _check_num_classes(num_classes, type(self).__name__)
         self.filters, self.channels, self.num_classes = filters, channels, num_classes
         f = filters
         self.hidden = h = hidden or 8 * f
-        self.minibatch_kernels = minibatch_kernels
+        self.minibatch_kernels, self.batch_norm = minibatch_kernels, bool(batch_norm)
         mbd = [nn.MinibatchDiscrimination(h, minibatch_kernels)] if minibatch_kernels else []
+        bn = [nn.BatchNorm2d(2 * f)] if batch_norm else []
         self.net = nn.Sequential(
             nn.Conv2d(channels + (num_classes or 0), f, 4, 2, 1),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(f, 2 * f, 4, 2, 1, bias=False),
-            nn.BatchNorm2d(2 * f), nn.LeakyReLU(0.2),
+            nn.Conv2d(f, 2 * f, 4, 2, 1, bias=not batch_norm),
+            *bn, nn.LeakyReLU(0.2),
             nn.Flatten(),
             nn.Linear(2 * f * 7 * 7, h), nn.LeakyReLU(0.2),
             *mbd,
@@ -304,6 +281,19 @@ class DCGANDiscriminator(nn.Module):
             planes = xp.broadcast_to(onehot.reshape(n, -1, 1, 1), (n, self.num_classes, 28, 28))
             x = F.concat([x, Tensor(xp.ascontiguousarray(planes))], axis=1)
         return self.net(x).reshape(n)
+
+    def input_gradient(self, x):
+        """d logit(x_i) / d x_i for each image, as a graph in D's weights (for R1's penalty), from
+        :func:`nn.input_gradient`: back through the fully connected layers by their weight matrices,
+        through each convolution by the transposed convolution with its weight, through each
+        LeakyReLU by its slopes at x. Batch norm (in training mode) enters with the batch's
+        statistics held fixed. Unconditional D without minibatch discrimination only."""
+        name = type(self).__name__
+        if self.num_classes or self.minibatch_kernels:
+            raise ValueError(f"{name}.input_gradient: only for an unconditional D without minibatch discrimination")
+        if x.ndim != 4 or tuple(x.shape[1:]) != (self.channels, 28, 28):
+            raise ValueError(f"{name}: expected images of shape (N, {self.channels}, 28, 28), got {x.shape}")
+        return nn.input_gradient(list(self.net), x, owner=f"{name}.input_gradient")
 
 
 class ConditionalMLPGenerator(MLPGenerator):
@@ -330,8 +320,8 @@ class ConditionalDCGANGenerator(DCGANGenerator):
 class ConditionalDCGANDiscriminator(DCGANDiscriminator):
     """:class:`DCGANDiscriminator` with ``num_classes=10`` by default."""
 
-    def __init__(self, filters=32, channels=1, num_classes=10, hidden=None, minibatch_kernels=0):
-        super().__init__(filters, channels, num_classes, hidden, minibatch_kernels)
+    def __init__(self, filters=32, channels=1, num_classes=10, hidden=None, minibatch_kernels=0, batch_norm=True):
+        super().__init__(filters, channels, num_classes, hidden, minibatch_kernels, batch_norm)
 
 
 class ToyGenerator(MLPGenerator):

@@ -144,14 +144,14 @@ class GANTrainer:
                              "judges each sample against its own label")
         if image_range is not None and not image_range[0] < image_range[1]:
             raise ValueError(f"image_range must be (low, high) with low < high, or None; got {image_range!r}")
-        if not (isinstance(r1, (int, float)) and r1 >= 0):
+        if isinstance(r1, bool) or not (isinstance(r1, (int, float)) and r1 >= 0):
             raise ValueError(f"r1 (gamma of R1's gradient penalty) must be a number >= 0, got {r1!r}")
         if r1 and not hasattr(discriminator, "input_gradient"):
-            raise ValueError(f"R1's penalty needs the discriminator's input gradient; "
-                             f"{type(discriminator).__name__} has no input_gradient (the MLP discriminators have)")
-        self.G, self.D = generator, discriminator
+            raise ValueError(f"R1's penalty needs the discriminator's input gradient; {type(discriminator).__name__} "
+                             "has no input_gradient (the MLP and DCGAN discriminators have)")
         if not isinstance(r1_every, int) or isinstance(r1_every, bool) or r1_every < 1:
             raise ValueError(f"r1_every (D updates between R1's penalties) must be an int >= 1, got {r1_every!r}")
+        self.G, self.D = generator, discriminator
         self.r1, self.r1_every = float(r1), r1_every
         self.latent_dim = generator.latent_dim
         self.loss, self.k, self.pack, self.reuse_fakes = loss, k, pack, bool(reuse_fakes)
@@ -232,7 +232,7 @@ class GANTrainer:
         for i in range(self.k):
             xi = x if self.k == 1 else x[i * m:(i + 1) * m]
             yi = None if labels is None else (labels if self.k == 1 else labels[i * m:(i + 1) * m])
-            penalise = self.r1 and (self.steps * self.k + i) % self.r1_every == 0
+            penalise = self.r1 > 0 and (self.steps * self.k + i) % self.r1_every == 0
             values, fakes = self._discriminator_step(xi, yi, m, keep_graph=self.reuse_fakes and i == self.k - 1,
                                                      r1=penalise)
             sums = values if sums is None else [a + b for a, b in zip(sums, values)]

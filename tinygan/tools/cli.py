@@ -198,7 +198,7 @@ def add_r1_arg(group, what="samples", default=0.0, default_help=None):
     group.add_argument("--r1", type=nonnegative_float, default=default, metavar="GAMMA",
                        help=f"R1 gradient penalty (Mescheder et al. 2018): D's loss gets GAMMA/2 times the mean squared "
                             f"norm of its gradient at the real {what}, which keeps D flat on the data (0: none; "
-                            f"needs an MLP D)" + (f" (default: {default_help})" if default_help else ""))
+                            f"not with minibatch discrimination)" + (f" (default: {default_help})" if default_help else ""))
     group.add_argument("--r1-every", type=positive_int, default=4, metavar="N",
                        help="lazy R1 (StyleGAN2): the penalty, weighted by N, joins every N-th D update only, "
                             "at about 1/N of its cost")

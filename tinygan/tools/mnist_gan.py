@@ -29,14 +29,14 @@ from ..train import CollapseWatch, fit, grid_hook
 from ..train.images import save_grid
 
 #: Flags that fix the model, its training rule or the data: a resumed run keeps them.
-RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "minibatch_kernels", "batch_norm", "k",
-           "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay", "pack", "reuse_fakes", "r1",
-           "r1_every")
+RUN_OWN = ("arch", "latent_dim", "g_hidden", "d_hidden", "filters", "dropout", "minibatch_kernels", "batch_norm",
+           "d_batch_norm", "k", "batch_size", "seed", "data", "loss", "lr", "beta1", "ema", "lr_decay", "pack",
+           "reuse_fakes", "r1", "r1_every")
 #: Decay of generator averaging (--ema) by default: see docs/gan/RESULTS.md for the runs behind it.
 EMA_DECAY = 0.999
 #: Flags added after runs were saved without them, and the value those runs trained with.
 INTRODUCED = {"ema": 0.0, "lr_decay": "none", "pack": 1, "minibatch_kernels": 0, "reuse_fakes": False, "r1": 0.0,
-              "r1_every": 1}
+              "r1_every": 1, "d_batch_norm": True}
 NUM_CLASSES = 10
 
 
@@ -91,6 +91,8 @@ def build_parser(conditional=False, doc=__doc__):
                        "without it the conditional G collapsed onto one image for all labels early in training"
                        if conditional else "without it the Frechet distance after 20 epochs was 28, not 14 "
                        "(docs/gan/RESULTS.md)"))
+    g.add_argument("--d-batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                   help="dcgan: batch norm after D's second convolution (DCGAN's; R1's paper has none in D)")
     cli.add_lr_decay_arg(g, default="none")
     g.add_argument("--reuse-fakes", action="store_true",
                    help="G's update reuses the fakes of D's last update, as PyTorch's DCGAN example does, "
@@ -135,7 +137,8 @@ def build(args, conditional=False, train_size=60000, num_fixed=None):
                              minibatch_kernels=args.minibatch_kernels)
     else:
         G = DCGANGenerator(args.latent_dim, args.filters, num_classes=classes)
-        D = DCGANDiscriminator(args.filters, channels=pack, num_classes=classes, minibatch_kernels=args.minibatch_kernels)
+        D = DCGANDiscriminator(args.filters, channels=pack, num_classes=classes, minibatch_kernels=args.minibatch_kernels,
+                               batch_norm=getattr(args, "d_batch_norm", True))
     return GANTrainer(G, D, loss=args.loss, k=args.k, lr=args.lr, betas=(args.beta1, 0.999),
                       conditional=conditional, num_classes=NUM_CLASSES, image_range=(-1.0, 1.0),
                       num_fixed=num_fixed or (100 if conditional else 64), ema=args.ema or None, pack=pack,
@@ -202,9 +205,9 @@ def main(argv=None, conditional=False, doc=__doc__):
                                introduced=INTRODUCED)
         if not conditional:
             cli.check_pack(args, what="digits")
-            if args.r1 and args.arch != "mlp":
-                cli.fail(f"--r1 {args.r1:g} needs --arch mlp: R1's penalty uses the MLP D's input gradient, "
-                         "which the DCGAN's D (batch norm, convolutions) does not build")
+            if args.r1 and args.minibatch_kernels:
+                cli.fail(f"--r1 {args.r1:g} does not go with --minibatch-kernels {args.minibatch_kernels}: R1's "
+                         "penalty builds D's input gradient, and minibatch discrimination is not piecewise linear")
         cli.use_backend(args.backend, args.device)
         threads = cli.threads_for(args)
         images, labels = load_mnist(args.data, "train", progress=not args.no_progress)
