@@ -90,8 +90,8 @@ def test_toy_defaults_per_mixture_and_a_resumed_decay_keeps_its_length(tmp_path)
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 def test_mnist_gan_packs_digits_as_the_channels_of_one_input(arch):
     from tinygan.tools import mnist_gan
-    args = mnist_gan.build_parser().parse_args(["--arch", arch, "--pack", "2", "--filters", "4",
-                                                "--g-hidden", "8,8", "--d-hidden", "8"])
+    args = mnist_gan.build_parser().parse_args(["--arch", arch, "--pack", "2", "--filters", "4",  # R1 off: D is spied on
+                                                "--g-hidden", "8,8", "--d-hidden", "8", "--r1", "0"])
     backend.seed(0)
     trainer = mnist_gan.build(args)
     spy = trainer.D = Spy(trainer.D)

@@ -5,6 +5,8 @@ with s_l the slopes (1 or the negative slope) at x, and a convolution's W^T its 
 convolution. ``nn.input_gradient`` builds that product from the weights, so R1's penalty
 E ||d logit / d x||^2 is a loss whose gradient in the weights the ordinary backward gives.
 """
+import json
+
 import numpy as np
 import pytest
 
@@ -251,7 +253,6 @@ def test_dcgan_steps_with_r1_make_no_host_transfer(batch_norm):
 
 
 def test_the_examples_take_r1_and_refuse_it_where_d_cannot_give_its_input_gradient(tmp_path, capsys):
-    import json
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -274,3 +275,40 @@ def test_the_examples_take_r1_and_refuse_it_where_d_cannot_give_its_input_gradie
                         "--no-progress"])
     assert "--r1 1 does not go with --minibatch-kernels 4" in capsys.readouterr().err
     assert "--r1" not in mnist_gan.build_parser(conditional=True).format_help()
+
+
+def test_mnist_gan_defaults_depend_on_the_arch_and_a_resumed_run_keeps_its_own(tmp_path, monkeypatch, capsys):
+    """--r1, --lr and --epochs default per --arch (R1 for the DCGAN only); the help says both values,
+    the config holds the number used, a resume restores it, and minibatch discrimination names the default."""
+    from tinygan.tools import mnist_gan
+    parse = mnist_gan.build_parser().parse_args
+    for arch in ("mlp", "dcgan"):
+        args = mnist_gan.settle_defaults(parse(["--arch", arch]))
+        assert all(getattr(args, name) == table[arch] for name, table in mnist_gan.PER_ARCH.items())
+    assert mnist_gan.PER_ARCH["r1"]["mlp"] == 0 < mnist_gan.PER_ARCH["r1"]["dcgan"]
+    args = mnist_gan.settle_defaults(parse(["--arch", "dcgan", "--r1", "0", "--epochs", "2"]))
+    assert (args.r1, args.epochs) == (0.0, 2)  # given values are kept
+    help_text = " ".join(mnist_gan.build_parser().format_help().split())
+    for name in ("r1", "epochs", "lr"):
+        table = mnist_gan.PER_ARCH[name]
+        assert f"(default: {table['mlp']:g} for --arch mlp, {table['dcgan']:g} for --arch dcgan)" in help_text
+    cgan = mnist_gan.settle_defaults(mnist_gan.build_parser(conditional=True).parse_args(["--arch", "dcgan"]), True)
+    assert (cgan.epochs, cgan.lr) == (mnist_gan.CGAN_EPOCHS, 2e-4) and not hasattr(cgan, "r1")
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64)
+    monkeypatch.setattr(mnist_gan, "load_mnist", lambda data, split, progress=True: (images, labels))
+    out = tmp_path / "run"
+    common = ["--arch", "dcgan", "--filters", "2", "--batch-size", "32", "--no-judge", "--num-samples", "4",
+              "--no-progress", "--out", str(out)]
+    mnist_gan.main(common + ["--max-steps", "2"])
+    extra = json.loads((out / "config.json").read_text())["extra"]
+    assert all(extra[name] == table["dcgan"] for name, table in mnist_gan.PER_ARCH.items())
+    monkeypatch.setitem(mnist_gan.PER_ARCH["r1"], "dcgan", 99.0)  # a later default must not change a saved run
+    mnist_gan.main(["--resume", str(out), "--max-steps", "3", "--no-progress", "--no-judge"])
+    assert json.loads((out / "config.json").read_text())["extra"]["r1"] == extra["r1"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        mnist_gan.main(["--arch", "dcgan", "--minibatch-kernels", "4", "--out", str(tmp_path / "mbd"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert "does not go with --minibatch-kernels 4" in err and "--r1 0 turns it off" in err

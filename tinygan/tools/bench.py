@@ -122,7 +122,8 @@ def _build(config, hidden):
         trainer = BEGANTrainer(BEGANDecoder(size, n, hidden), BEGANDiscriminator(size, n, hidden), num_fixed=1)
         batch = (tg.tensor(backend.to_device(rng.uniform(-1, 1, (b, 3, size, size)).astype(np.float32))),)
         return trainer, batch
-    # the MNIST pairs with the defaults of examples/gan_mnist.py (--arch mlp / --arch dcgan)
+    # the MNIST pairs with the networks of examples/gan_mnist.py (--arch mlp / --arch dcgan), without the
+    # DCGAN's R1 (lazy: one D update in 4), as the PyTorch reference steps have none
     from tinygan.gan import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
     from tinygan.gan import GANTrainer
     if config["kind"] == "mlp":
