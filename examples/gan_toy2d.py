@@ -86,7 +86,7 @@ PER_MIXTURE = {"lr": LR, "epochs": EPOCHS}
 
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + "\n\n" + "\n\n".join(__doc__.split("\n\n")[1:]))
-    per_mixture = lambda table: ", ".join(f"{v:g} for the {k}" for k, v in sorted(table.items()))  # noqa: E731
+    per_mixture = lambda table: cli.per_choice_help(table, "the {}")  # noqa: E731
     cli.add_common_args(p, epochs=None, batch_size=BATCH_SIZE, ema=EMA_DECAY, lr=None, out=None, out_help="runs/gan_toy2d-<mixture>",
                         data_help="not used: the toy data is drawn from the mixture (--mixture, --train-size)",
                         epochs_help=per_mixture(EPOCHS),
@@ -205,9 +205,7 @@ def main(argv=None):
     with cli.friendly_errors(DataError, CheckpointError):
         args = cli.prepare_run(args, given, example=EXAMPLE, default_out=default_out, run_own=RUN_OWN,
                                introduced={"ema": 0.0, "pack": 1, "r1": 0.0, "r1_every": 1, "g_slope": 0.2})
-        for name, table in PER_MIXTURE.items():  # a new run's defaults; a resumed run has its own
-            if getattr(args, name) is None:
-                setattr(args, name, table[args.mixture])
+        cli.fill_per_choice(args, PER_MIXTURE, args.mixture)  # a new run's defaults; a resumed run has its own
         cli.check_pack(args, what="points")
         if args.train_size < args.k * args.batch_size:
             cli.fail(f"--train-size {args.train_size:,} is smaller than one step's batch "

@@ -291,7 +291,7 @@ def test_mnist_gan_defaults_depend_on_the_arch_and_a_resumed_run_keeps_its_own(t
     help_text = " ".join(mnist_gan.build_parser().format_help().split())
     for name in ("r1", "epochs", "lr"):
         table = mnist_gan.PER_ARCH[name]
-        assert f"(default: {table['mlp']:g} for --arch mlp, {table['dcgan']:g} for --arch dcgan)" in help_text
+        assert f"(default: {table['dcgan']:g} for --arch dcgan, {table['mlp']:g} for --arch mlp)" in help_text
     cgan = mnist_gan.settle_defaults(mnist_gan.build_parser(conditional=True).parse_args(["--arch", "dcgan"]), True)
     assert (cgan.epochs, cgan.lr) == (mnist_gan.CGAN_EPOCHS, 2e-4) and not hasattr(cgan, "r1")
 

@@ -211,6 +211,20 @@ def check_pack(args, what="samples"):
              f"{args.pack} {what} at once, so each batch must hold whole packs")
 
 
+def per_choice_help(table, label):
+    """'1e-3 for the ring, 5e-4 for the grid' from {choice: value}; ``label`` formats a choice."""
+    return ", ".join(f"{v:g} for {label.format(k)}" for k, v in sorted(table.items()))
+
+
+def fill_per_choice(args, tables, choice):
+    """Each flag of ``tables`` ({flag: {choice: value}}) still None gets its value for ``choice``: defaults
+    that depend on another flag (--mixture, --arch), filled in after prepare_run so a resumed run keeps its own."""
+    for name, table in tables.items():
+        if getattr(args, name) is None:
+            setattr(args, name, table[choice])
+    return args
+
+
 def decay_steps(args, train_size, examples_per_step):
     """GANTrainer's lr_decay_steps for --lr-decay: the run's steps (--epochs of whole batches), or None."""
     if args.lr_decay != "linear":

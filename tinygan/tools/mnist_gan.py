@@ -68,15 +68,12 @@ PER_ARCH = {"epochs": {"mlp": 20, "dcgan": 14}, "lr": {"mlp": 2e-4, "dcgan": 4e-
 
 
 def per_arch_help(table):
-    return ", ".join(f"{v:g} for --arch {k}" for k, v in table.items())
+    return cli.per_choice_help(table, "--arch {}")
 
 
 def settle_defaults(args, conditional=False):
     """Fill in the defaults that depend on --arch (a new run's; a resumed one restores its own)."""
-    for name, table in ({} if conditional else PER_ARCH).items():
-        if getattr(args, name) is None:
-            setattr(args, name, table[args.arch])
-    return args
+    return cli.fill_per_choice(args, {} if conditional else PER_ARCH, args.arch)
 
 
 def build_parser(conditional=False, doc=__doc__):
