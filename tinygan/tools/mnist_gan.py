@@ -59,10 +59,11 @@ DROPOUT = {False: 0.3, True: 0.0}
 #: after 50; label accuracy 99.4-99.6%; docs/gan/RESULTS.md, "The cGAN's length").
 CGAN_EPOCHS = 50
 #: The unconditional example's defaults that depend on --arch (None on the command line until
-#: settle_defaults fills them in). The MLP GAN: 40 epochs (18 CPU minutes), lr 2e-4, no R1 (it did
-#: not help): Frechet distance 4.33, 3.93 and 3.75 on seeds 0-2, every digit within 8.1-11.8% of the
-#: 10,000 samples, where 20 epochs drew sevens at 12.7% (seed 0) and 30 eights at 7.9% (seed 1);
-#: docs/gan/RESULTS.md, "The MLP GAN's length". The DCGAN: R1 with gamma
+#: settle_defaults fills them in). The MLP GAN: 40 epochs (14 CPU minutes), lr 2e-4, no R1 (it did
+#: not help): with one BLAS thread, Frechet distance 4.33, 3.93 and 3.75 on seeds 0-2, every digit
+#: within 8.1-11.8% of the 10,000 samples, where 20 epochs drew sevens at 12.7% (seed 0) and 30 eights
+#: at 7.9% (seed 1); narrowly (BLAS on two cores, another trajectory: eights 7.8%); docs/gan/RESULTS.md,
+#: "The MLP GAN's length". The DCGAN: R1 with gamma
 #: 3 on D's every 4th update and lr 4e-4 for 14 epochs (25 CPU minutes): Frechet distance 3.74, class
 #: entropy 2.297 on 10,000 samples (seed 0), where 20 epochs without R1 at 2e-4 (35 minutes) scored
 #: 8.61 and 2.292; docs/gan/RESULTS.md, "R1 for the DCGAN".
