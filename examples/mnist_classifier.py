@@ -7,8 +7,13 @@ A small conv net (conv 5x5 16, pool, conv 5x5 32, pool, fc 128, fc 10) trained
 with tinygan itself by the shared loop. At the end it prints the test accuracy
 and the accuracy per digit, and caches the weights in
 ~/.cache/tinygan/mnist_judge.npz (or $TINYGAN_CACHE), keyed by the judge's
-version, where gan_mnist.py and cgan_mnist.py find them (they train the judge
-themselves when the cache has none).
+version. gan_mnist.py and cgan_mnist.py score with the judge this program
+trained once, with one BLAS thread (98.77%), whose weights ship in
+tinygan/eval/mnist_judge.npz: a judge trained on another machine (or with
+another BLAS thread count) sums in another order, has other weights and reads
+other scores (Frechet distances a few percent apart for the same samples),
+so the shipped one is the instrument every result is measured with. The
+cached judge serves mnist_judge.get_judge(shipped=False).
 
 The run folder gets log.csv (cross-entropy and batch accuracy per step),
 curves.png, grid_epoch{E:03d}.png (the test digits the judge gets wrong, up to

@@ -91,7 +91,7 @@ def test_judge_trained_once_while_the_others_wait(tmp_path):
         (mnist / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
     results = run_together(tmp_path, f"""
         from tinygan.eval import mnist_judge
-        judge = mnist_judge.get_judge({str(mnist)!r}, progress=False, log=messages.append)
+        judge = mnist_judge.get_judge({str(mnist)!r}, progress=False, log=messages.append, shipped=False)
         print(json.dumps({{"messages": messages, "accuracy": judge.test_accuracy}}))
     """)
     trained = [r for r, _ in results if any("training it" in m for m in r["messages"])]

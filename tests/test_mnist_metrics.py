@@ -172,3 +172,53 @@ def test_quick_judge_scores_real_and_collapsed_digits(tmp_path):
     worst = judge.evaluate(collapsed)
     assert worst["entropy"] == 0.0
     assert worst["fd"] > 5 * scores["fd"]
+
+
+# ---------------------------------------------------------------------------
+# the shipped judge: one fixed instrument for every machine
+# ---------------------------------------------------------------------------
+
+def _tiny_mnist(folder):
+    """Four IDX files of a few random digits: enough for get_judge's reference set."""
+    import gzip
+    from fakes import idx_bytes
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 20), ("t10k", 20)):
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(idx_bytes(rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.arange(n) % 10)))
+    return folder
+
+
+def test_get_judge_scores_with_the_shipped_weights_and_trains_nothing(tmp_path):
+    messages = []
+    judge = mnist_judge.get_judge(_tiny_mnist(tmp_path / "mnist"), progress=False, log=messages.append)
+    shipped = mnist_judge.load_judge(mnist_judge.SHIPPED_JUDGE)
+    assert messages == [] and not (tmp_path / "cache").exists()      # no training, no cache written
+    assert judge.test_accuracy == shipped.test_accuracy >= mnist_judge.MIN_TEST_ACCURACY
+    images = np.random.default_rng(1).random((7, 1, 28, 28)).astype(np.float32)
+    for a, b in zip(judge.predict(images), shipped.predict(images)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_without_the_shipped_file_get_judge_says_so_and_uses_the_cache(tmp_path, monkeypatch):
+    backend.seed(3)
+    cached = mnist_judge.MNISTJudge(mnist_judge.JudgeNet(), test_accuracy=0.99)
+    mnist_judge.save_judge(cached)
+    monkeypatch.setattr(mnist_judge, "SHIPPED_JUDGE", tmp_path / "missing.npz")
+    messages = []
+    judge = mnist_judge.get_judge(_tiny_mnist(tmp_path / "mnist"), progress=False, log=messages.append)
+    assert len(messages) == 1 and "the shipped MNIST judge" in messages[0] and "missing.npz" in messages[0]
+    assert judge.test_accuracy == 0.99
+    images = np.random.default_rng(1).random((4, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(judge.predict(images)[1], cached.predict(images)[1])
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"MNIST is not in {SHARED_MNIST}")
+def test_the_shipped_judge_is_the_judge_it_says_it_is():
+    """Its recorded test accuracy is what its weights score on the MNIST test set (98.77%)."""
+    from tinygan.data import load_mnist
+    judge = mnist_judge.load_judge(mnist_judge.SHIPPED_JUDGE)
+    images, labels = load_mnist(SHARED_MNIST, "test")
+    assert judge.accuracy(images, labels) == judge.test_accuracy == pytest.approx(0.9877, abs=1e-9)
