@@ -217,8 +217,11 @@ def test_without_the_shipped_file_get_judge_says_so_and_uses_the_cache(tmp_path,
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"MNIST is not in {SHARED_MNIST}")
 def test_the_shipped_judge_is_the_judge_it_says_it_is():
-    """Its recorded test accuracy is what its weights score on the MNIST test set (98.77%)."""
+    """Its recorded test accuracy is what its weights score on the MNIST test set (98.77%), to within
+    two digits of 10,000 (another CPU's sums may flip a digit on the edge between two classes); the
+    judge trained with two BLAS threads scores 98.83%, six digits away."""
     from tinygan.data import load_mnist
     judge = mnist_judge.load_judge(mnist_judge.SHIPPED_JUDGE)
     images, labels = load_mnist(SHARED_MNIST, "test")
-    assert judge.accuracy(images, labels) == judge.test_accuracy == pytest.approx(0.9877, abs=1e-9)
+    assert judge.test_accuracy == pytest.approx(0.9877, abs=1e-9)
+    assert judge.accuracy(images, labels) == pytest.approx(judge.test_accuracy, abs=2e-4)
