@@ -289,11 +289,11 @@ def test_mnist_gan_defaults_depend_on_the_arch_and_a_resumed_run_keeps_its_own(t
     args = mnist_gan.settle_defaults(parse(["--arch", "dcgan", "--r1", "0", "--epochs", "2"]))
     assert (args.r1, args.epochs) == (0.0, 2)  # given values are kept
     help_text = " ".join(mnist_gan.build_parser().format_help().split())
-    for name in ("r1", "epochs", "lr"):
+    for name in ("r1", "epochs", "lr", "beta1"):
         table = mnist_gan.PER_ARCH[name]
         assert f"(default: {table['dcgan']:g} for --arch dcgan, {table['mlp']:g} for --arch mlp)" in help_text
     cgan = mnist_gan.settle_defaults(mnist_gan.build_parser(conditional=True).parse_args(["--arch", "dcgan"]), True)
-    assert (cgan.epochs, cgan.lr) == (mnist_gan.CGAN_EPOCHS, 2e-4) and not hasattr(cgan, "r1")
+    assert (cgan.epochs, cgan.lr, cgan.beta1) == (mnist_gan.CGAN_EPOCHS, 2e-4, 0.5) and not hasattr(cgan, "r1")
 
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64)
