@@ -11,6 +11,8 @@ from tinygan.train.checkpoint import CheckpointError, save_checkpoint
 from tinygan.eval.metrics import class_distribution, classifier_metrics, label_accuracy, label_entropy
 from tinygan.train import LoopConfig
 
+from fakes import write_mnist
+
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
@@ -178,22 +180,9 @@ def test_quick_judge_scores_real_and_collapsed_digits(tmp_path):
 # the shipped judge: one fixed instrument for every machine
 # ---------------------------------------------------------------------------
 
-def _tiny_mnist(folder):
-    """Four IDX files of a few random digits: enough for get_judge's reference set."""
-    import gzip
-    from fakes import idx_bytes
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 20), ("t10k", 20)):
-        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
-            gzip.compress(idx_bytes(rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))))
-        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.arange(n) % 10)))
-    return folder
-
-
 def test_get_judge_scores_with_the_shipped_weights_and_trains_nothing(tmp_path):
     messages = []
-    judge = mnist_judge.get_judge(_tiny_mnist(tmp_path / "mnist"), progress=False, log=messages.append)
+    judge = mnist_judge.get_judge(write_mnist(tmp_path / "mnist", (("t10k", 20),)), progress=False, log=messages.append)
     shipped = mnist_judge.load_judge(mnist_judge.SHIPPED_JUDGE)
     assert messages == [] and not (tmp_path / "cache").exists()      # no training, no cache written
     assert judge.test_accuracy == shipped.test_accuracy >= mnist_judge.MIN_TEST_ACCURACY
@@ -208,7 +197,7 @@ def test_without_the_shipped_file_get_judge_says_so_and_uses_the_cache(tmp_path,
     mnist_judge.save_judge(cached)
     monkeypatch.setattr(mnist_judge, "SHIPPED_JUDGE", tmp_path / "missing.npz")
     messages = []
-    judge = mnist_judge.get_judge(_tiny_mnist(tmp_path / "mnist"), progress=False, log=messages.append)
+    judge = mnist_judge.get_judge(write_mnist(tmp_path / "mnist", (("t10k", 20),)), progress=False, log=messages.append)
     assert len(messages) == 1 and "the shipped MNIST judge" in messages[0] and "missing.npz" in messages[0]
     assert judge.test_accuracy == 0.99
     images = np.random.default_rng(1).random((4, 1, 28, 28)).astype(np.float32)
