@@ -65,8 +65,8 @@ from ..tensor import Tensor, no_grad, tensor
 from ..train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from . import metrics
 
-__all__ = ["JUDGE_VERSION", "MIN_TEST_ACCURACY", "JudgeNet", "ClassifierTrainer", "MNISTJudge",
-           "SHIPPED_JUDGE", "judge_path", "cross_entropy", "images_to_device", "batch_to_device", "train_judge", "save_judge", "load_judge",
+__all__ = ["JUDGE_VERSION", "MIN_TEST_ACCURACY", "JudgeNet", "ClassifierTrainer", "MNISTJudge", "SHIPPED_JUDGE",
+           "judge_path", "cross_entropy", "images_to_device", "batch_to_device", "train_judge", "save_judge", "load_judge",
            "get_judge"]
 
 #: Key of the cached weights: change it whenever the network or its training changes.

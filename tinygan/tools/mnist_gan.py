@@ -100,8 +100,8 @@ def build_parser(conditional=False, doc=__doc__):
                    help="mlp: fully connected G and D (fast on a CPU); dcgan: transposed convs and batch norm")
     g.add_argument("--k", type=cli.positive_int, default=1, help="discriminator updates per generator update (Algorithm 1's k)")
     g.add_argument("--beta1", type=cli.probability, default=0.5 if conditional else None,
-                   help="Adam's beta1 in [0, 1) (beta2 is 0.999)" + (
-                       " (DCGAN's 0.5)" if conditional else f" (default: {per_arch_help(PER_ARCH['beta1'])})"))
+                   help="Adam's beta1 in [0, 1); beta2 is 0.999" + (
+                       "" if conditional else f" (default: {per_arch_help(PER_ARCH['beta1'])})"))
     g.add_argument("--latent-dim", type=cli.positive_int, default=100, help="size of the noise z")
     g.add_argument("--g-hidden", type=widths, default=(256, 512, 1024), help="mlp: G's hidden layer widths")
     g.add_argument("--d-hidden", type=widths, default=(512, 256), help="mlp: D's hidden layer widths")
